@@ -1,0 +1,23 @@
+# The two commands a newcomer needs: `make up` and `make test`. Each does its own set-up.
+VENV ?= .venv
+export VENV
+
+.PHONY: setup up test test-fast images down clean-test-labs bench
+
+setup:
+	@scripts/setup.sh
+
+up: setup
+	$(VENV)/bin/claude-lab start
+
+down:
+	$(VENV)/bin/claude-lab stop
+
+images: setup
+	$(VENV)/bin/claude-lab build
+
+test: setup
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(VENV)/bin/python benchmarks/agent_start.py

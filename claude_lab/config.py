@@ -1,0 +1,167 @@
+"""Lab settings: defaults < claude-lab.toml or [tool.claude-lab] < CLAUDE_LAB_* env < keywords."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from ._version import __version__
+from .errors import ConfigError
+from .naming import lab_name_from_folder, validate_label
+
+ENV_PREFIX = "CLAUDE_LAB_"
+CONFIG_FILE = "claude-lab.toml"
+
+
+@dataclass
+class LabConfig:
+    """Every knob of a lab. Field names are the keys of the config file and the keywords of `Lab`."""
+
+    project_dir: Path = field(default_factory=Path.cwd)
+    name: str | None = None
+    # Dev services, published on the host (bind_address only: loopback by default).
+    postgres_port: int = 5433
+    redis_port: int = 6380
+    bind_address: str = "127.0.0.1"
+    postgres_user: str = "dev"
+    postgres_password: str = "dev"
+    postgres_db: str = "dev"
+    # Images.
+    image_prefix: str = "claude-lab"
+    image_version: str = __version__
+    base_image: str = "debian:bookworm-slim"
+    images_dir: Path | None = None
+    claude_code_version: str | None = None
+    ca_certs: list[str] = field(default_factory=list)
+    # Agents.
+    agent_user: str = "developer"
+    agent_memory: str = "2g"
+    agent_cpus: float = 1.0
+    agent_pids: int = 512
+    agent_env: dict[str, str] = field(default_factory=dict)
+    mount_docker_socket: bool = False
+    # Dev container.
+    dev_memory: str | None = None
+    dev_cpus: float | None = None
+    # Waiting.
+    health_timeout: float = 120.0
+
+    def __post_init__(self) -> None:
+        self.project_dir = Path(self.project_dir).expanduser().resolve()
+        if self.name is None:
+            self.name = lab_name_from_folder(self.project_dir.name)
+        validate_label(self.name, "lab name")
+        for port_key in ("postgres_port", "redis_port"):
+            port = getattr(self, port_key)
+            if not isinstance(port, int) or not 1 <= port <= 65535:
+                raise ConfigError(f"{port_key}={port!r} is not a TCP port; use a number from 1 to 65535")
+        if self.images_dir is not None:
+            self.images_dir = Path(self.images_dir).expanduser().resolve()
+        if isinstance(self.ca_certs, (str, Path)):
+            self.ca_certs = [str(self.ca_certs)]
+        self.ca_certs = [str(Path(p).expanduser()) for p in self.ca_certs]
+
+    @property
+    def project_name(self) -> str:
+        return self.project_dir.name
+
+    def image(self, name: str) -> str:
+        return f"{self.image_prefix}/{name}:{self.image_version}"
+
+    @classmethod
+    def load(cls, project_dir: str | os.PathLike = ".", name: str | None = None, **overrides: Any) -> "LabConfig":
+        project = Path(project_dir).expanduser().resolve()
+        if not project.is_dir():
+            raise ConfigError(f"project_dir {str(project)!r} is not a folder; pass the folder of your project")
+        values: dict[str, Any] = {}
+        values.update(_from_files(project))
+        values.update(_from_env(os.environ))
+        values.update({k: v for k, v in overrides.items()})
+        if name is not None:
+            values["name"] = name
+        values["project_dir"] = project
+        _check_keys(values)
+        try:
+            return cls(**values)
+        except TypeError as exc:  # pragma: no cover - guarded by _check_keys
+            raise ConfigError(str(exc)) from exc
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(LabConfig)}
+
+
+def _check_keys(values: dict[str, Any]) -> None:
+    unknown = sorted(set(values) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(
+            f"unknown setting(s) {', '.join(unknown)}; known settings: {', '.join(sorted(_FIELDS))}"
+        )
+
+
+def user_config_path() -> Path:
+    """Per-user settings (machine facts such as the proxy's CA certificates), below the project's."""
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "claude-lab" / "config.toml"
+
+
+def _from_files(project: Path) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    user = user_config_path()
+    if user.is_file():
+        values.update(_read_toml(user, flat=True))
+    own = project / CONFIG_FILE
+    pyproject = project / "pyproject.toml"
+    if own.is_file():
+        values.update(_read_toml(own, flat=True))
+    elif pyproject.is_file():
+        tool = _read_toml(pyproject, flat=False).get("tool", {})
+        values.update({k.replace("-", "_"): v for k, v in tool.get("claude-lab", {}).items()})
+    return values
+
+
+def _read_toml(path: Path, flat: bool) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    return {k.replace("-", "_"): v for k, v in data.items()} if flat else data
+
+
+def _from_env(environ: os._Environ | dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        name = key[len(ENV_PREFIX):].lower()
+        if name not in _FIELDS or name == "project_dir":
+            continue  # other CLAUDE_LAB_* variables belong to scripts and tests
+        out[name] = _coerce(name, raw)
+    return out
+
+
+def _coerce(name: str, raw: str) -> Any:
+    kind = str(_FIELDS[name].type)
+    try:
+        if kind.startswith("int"):
+            return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
+        if kind.startswith("bool"):
+            if raw.lower() not in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+                raise ValueError(raw)
+            return raw.lower() in {"1", "true", "yes", "on"}
+        if kind.startswith("list"):
+            return [p for p in raw.split(os.pathsep) if p]
+        if kind.startswith("dict"):
+            return dict(item.split("=", 1) for item in raw.split(",") if item)
+    except ValueError as exc:
+        raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from exc
+    return raw

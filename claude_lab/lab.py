@@ -1,0 +1,508 @@
+"""`Lab`: one project's dev environment and agent containers on a Docker engine.
+
+Everything the lab knows lives in labels on the engine's containers, networks and volumes,
+so any process (a notebook kernel, the CLI, a service) finds the same lab again.
+"""
+from __future__ import annotations
+
+import html
+import os
+import shlex
+import time
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+
+import pandas as pd
+
+from . import naming as n
+from .config import LabConfig
+from .engine import ContainerInfo, ContainerSpec, Engine
+from .errors import AlreadyExists, LabError, LabTimeout, NotFound, PortInUse
+from .execution import DEFAULT_MAX_OUTPUT, ExecResult, ExecStream
+from .images import BuildEvent, BuildOutcome, ImageBuilder, TqdmProgress
+from .ports import port_free, port_holder
+
+if TYPE_CHECKING:
+    from .agents import Agent
+
+STATUS_COLUMNS = ["name", "role", "state", "health", "image", "ports", "created", "agent", "group"]
+WORKSPACE = "/workspace"
+SERVICE_IMAGES = ("dev", "postgres", "redis", "agent")
+
+Progress = Callable[[BuildEvent], None]
+
+
+def _command(command: str | Iterable[str]) -> list[str]:
+    """A string runs through `sh -c` (pipes, globs); a list runs as it is."""
+    if isinstance(command, str):
+        if not command.strip():
+            raise LabError("empty command: give a command to run, for example 'ls -la'")
+        return ["sh", "-c", command]
+    argv = [str(a) for a in command]
+    if not argv:
+        raise LabError("empty command: give a command to run, for example ['ls', '-la']")
+    return argv
+
+
+def _memory_bytes(value: str | int | None) -> int | None:
+    if value is None or isinstance(value, int):
+        return value
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    v = value.strip().lower().rstrip("b")
+    try:
+        return int(float(v[:-1]) * units[v[-1]]) if v and v[-1] in units else int(v)
+    except (ValueError, KeyError):
+        raise LabError(f"memory limit {value!r} is not a size; use bytes or a number with k, m or g ('2g')") from None
+
+
+@dataclass
+class _Undo:
+    """What one call created, to be removed again if the call fails half-way."""
+
+    engine: Engine
+    containers: list[str]
+    networks: list[str]
+    volumes: list[str]
+
+    def rollback(self) -> None:
+        for name in reversed(self.containers):
+            self.engine.remove(name, force=True)
+        for name in reversed(self.volumes):
+            try:
+                self.engine.remove_volume(name)
+            except LabError:
+                pass
+        for name in reversed(self.networks):
+            try:
+                self.engine.remove_network(name)
+            except LabError:
+                pass
+
+
+class Lab:
+    """A project's lab: PostgreSQL, Redis, a dev container and any number of agents.
+
+    >>> lab = Lab()                      # the project in the working directory
+    >>> lab.up()                         # build if needed, start services, wait until healthy
+    >>> lab.create_agent("agent-001")
+    >>> lab.exec("agent-001", "id").stdout
+    """
+
+    def __init__(self, project_dir: str | os.PathLike = ".", name: str | None = None, *,
+                 engine: Engine | None = None, **overrides: Any):
+        self.config = LabConfig.load(project_dir, name, **overrides)
+        self.name: str = self.config.name  # type: ignore[assignment]
+        self._engine = engine
+        self._images_checked: set[str] = set()
+
+    # -- plumbing ------------------------------------------------------------------------
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = Engine()
+        return self._engine
+
+    def __repr__(self) -> str:
+        return f"Lab(name={self.name!r}, project_dir={str(self.config.project_dir)!r})"
+
+    def _repr_html_(self) -> str:
+        try:
+            table = self.status().to_html(index=False, na_rep="")
+        except LabError as exc:
+            table = f"<i>{html.escape(str(exc))}</i>"
+        return (f"<div><b>claude-lab</b> <code>{html.escape(self.name)}</code> "
+                f"&middot; project <code>{html.escape(str(self.config.project_dir))}</code></div>{table}")
+
+    def _labels(self, kind: str, **extra: str | None) -> dict[str, str]:
+        return n.labels(self.name, kind, **extra)
+
+    def _mine(self, **extra: str | None) -> dict[str, str | None]:
+        filt: dict[str, str | None] = {n.LAB: self.name}
+        for key, value in extra.items():
+            filt[f"{n.PREFIX}.{key}"] = value
+        return filt
+
+    # -- images --------------------------------------------------------------------------
+    def build(self, images: Iterable[str] | None = None, force: bool = False,
+              progress: Progress | bool | None = True) -> list[BuildOutcome]:
+        """Build the lab's images (parents first), skipping those whose content hash matches."""
+        reporter: Progress | None
+        if progress is True:
+            reporter = TqdmProgress()
+        elif progress is False or progress is None:
+            reporter = None
+        else:
+            reporter = progress
+        outcomes = ImageBuilder(self.engine, self.config).build(images, force=force, progress=reporter)
+        self._images_checked.update(o.image for o in outcomes)
+        return outcomes
+
+    def _ensure_images(self, names: Iterable[str], progress: Progress | bool | None) -> None:
+        missing = [name for name in names if name not in self._images_checked]
+        if missing:
+            self.build(missing, progress=progress)
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def up(self, build: bool = True, wait: bool = True, progress: Progress | bool | None = True) -> pd.DataFrame:
+        """Start PostgreSQL, Redis and the dev container (building images if needed); idempotent."""
+        engine = self.engine
+        existing = {c.name: c for c in self.containers()}
+        self._check_ports(existing)
+        if build:
+            self._ensure_images(SERVICE_IMAGES, progress)
+        undo = _Undo(engine, [], [], [])
+        try:
+            net = n.network_name(self.name)
+            if engine.ensure_network(net, self._labels("network")):
+                undo.networks.append(net)
+            for role in n.SERVICE_ROLES:
+                name = n.container_name(self.name, role)
+                info = existing.get(name)
+                if info is None:
+                    spec = self._service_spec(role, undo)
+                    engine.create_container(spec)
+                    undo.containers.append(name)
+                elif not info.running:
+                    engine.start(name)
+            self._attach_services_to_groups()
+            if wait:
+                self.wait_healthy()
+        except BaseException:
+            undo.rollback()
+            raise
+        return self.status()
+
+    def _check_ports(self, existing: dict[str, ContainerInfo]) -> None:
+        ours = {c.ports.get(p, "").rpartition(":")[2] for c in existing.values() for p in c.ports}
+        for key in ("postgres_port", "redis_port"):
+            port = getattr(self.config, key)
+            if str(port) in ours or port_free(port, self.config.bind_address):
+                continue
+            holder = port_holder(port)
+            raise PortInUse(
+                f"host port {port} ({key}) is already in use"
+                + (f" by {holder}" if holder else "")
+                + f"; stop that or choose another port: Lab({key}=...), `{key} = ...` in claude-lab.toml, "
+                  f"or CLAUDE_LAB_{key.upper()}",
+                port=port,
+            )
+
+    def _service_spec(self, role: str, undo: _Undo) -> ContainerSpec:
+        cfg = self.config
+        common = dict(
+            name=n.container_name(self.name, role),
+            labels=self._labels("container", role=role),
+            network=n.network_name(self.name),
+            aliases=[role],
+            hostname=role,
+        )
+        if role == n.POSTGRES:
+            vol = n.postgres_volume(self.name)
+            if self.engine.ensure_volume(vol, self._labels("volume", role=role)):
+                undo.volumes.append(vol)
+            return ContainerSpec(
+                image=cfg.image("postgres"), **common,
+                environment={"POSTGRES_USER": cfg.postgres_user, "POSTGRES_PASSWORD": cfg.postgres_password,
+                             "POSTGRES_DB": cfg.postgres_db},
+                volumes={vol: {"bind": "/var/lib/postgresql/data", "mode": "rw"}},
+                ports={"5432/tcp": (cfg.bind_address, cfg.postgres_port)},
+            )
+        if role == n.REDIS:
+            return ContainerSpec(image=cfg.image("redis"), **common,
+                                 ports={"6379/tcp": (cfg.bind_address, cfg.redis_port)})
+        workdir = f"{WORKSPACE}/{cfg.project_name}"
+        return ContainerSpec(
+            image=cfg.image("dev"), **common,
+            working_dir=workdir,
+            volumes={str(cfg.project_dir): {"bind": workdir, "mode": "rw"}},
+            environment=self._service_env(),
+            mem_limit=cfg.dev_memory,
+            nano_cpus=int(cfg.dev_cpus * 1e9) if cfg.dev_cpus else None,
+        )
+
+    def _service_env(self) -> dict[str, str]:
+        c = self.config
+        return {
+            "DATABASE_URL": f"postgresql://{c.postgres_user}:{c.postgres_password}@postgres:5432/{c.postgres_db}",
+            "REDIS_URL": "redis://redis:6379/0",
+            "PGHOST": "postgres", "PGPORT": "5432", "PGUSER": c.postgres_user, "PGDATABASE": c.postgres_db,
+        }
+
+    def _attach_services_to_groups(self) -> None:
+        """Services are reachable by name from every group's network."""
+        for net in self.engine.networks(self._mine(kind="network")):
+            group = (net.get("Labels") or {}).get(n.GROUP)
+            if group:
+                self._attach_services(net["Name"])
+
+    def _attach_services(self, network: str) -> None:
+        for role in n.SERVICE_ROLES:
+            name = n.container_name(self.name, role)
+            if self.engine.container(name) is not None:
+                self.engine.connect(network, name, aliases=[role])
+
+    def wait_healthy(self, timeout: float | None = None) -> None:
+        """Poll until every service with a healthcheck is healthy; a crashed one fails at once."""
+        deadline = time.monotonic() + (timeout if timeout is not None else self.config.health_timeout)
+        names = [n.container_name(self.name, role) for role in n.SERVICE_ROLES]
+        while True:
+            pending = []
+            for name in names:
+                info = self.engine.container(name)
+                if info is None:
+                    raise NotFound(f"service container {name} is gone; run lab.up() again")
+                if info.state in ("exited", "dead"):
+                    raise LabError(f"{name} stopped (exit {info.exit_code}); its last log lines:\n"
+                                   + self.logs(name, tail=20))
+                if info.health not in (None, "healthy") or not info.running:
+                    pending.append(f"{name} ({info.health or info.state})")
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise LabTimeout(f"not healthy in time: {', '.join(pending)}; see `claude-lab logs <name>`")
+            time.sleep(0.2)
+
+    def down(self) -> pd.DataFrame:
+        """Stop every container of the lab (agents too); volumes and networks stay."""
+        for info in self.containers():
+            if info.running:
+                self.engine.stop(info.name, timeout=5)
+        return self.status()
+
+    def destroy(self, volumes: bool = False) -> dict[str, list[str]]:
+        """Remove every container and network of the lab, and its volumes when asked."""
+        removed: dict[str, list[str]] = {"containers": [], "networks": [], "volumes": []}
+        for info in self.containers():
+            self.engine.remove(info.name, force=True)
+            removed["containers"].append(info.name)
+        for net in self.engine.networks(self._mine()):
+            self.engine.remove_network(net["Name"])
+            removed["networks"].append(net["Name"])
+        if volumes:
+            for vol in self.engine.volumes(self._mine()):
+                self.engine.remove_volume(vol["Name"])
+                removed["volumes"].append(vol["Name"])
+        self._images_checked.clear()
+        return removed
+
+    def cleanup(self, volumes: bool = False) -> dict[str, list[str]]:
+        """Remove the lab's stopped containers and unused networks (and those agents' volumes if asked)."""
+        removed: dict[str, list[str]] = {"containers": [], "networks": [], "volumes": []}
+        gone: list[ContainerInfo] = []
+        for info in self.containers():
+            if info.state in ("exited", "created", "dead"):
+                self.engine.remove(info.name, force=False)
+                removed["containers"].append(info.name)
+                gone.append(info)
+        in_use = {net for c in self.containers() for net in c.networks}
+        for net in self.engine.networks(self._mine()):
+            if net["Name"] not in in_use:
+                self.engine.remove_network(net["Name"])
+                removed["networks"].append(net["Name"])
+        if volumes:
+            for info in gone:
+                role = info.labels.get(n.ROLE)
+                if role == n.AGENT_ROLE:
+                    vol = n.workspace_volume(self.name, info.labels[n.AGENT])
+                elif role == n.POSTGRES:
+                    vol = n.postgres_volume(self.name)
+                else:
+                    continue
+                self.engine.remove_volume(vol)
+                removed["volumes"].append(vol)
+        return removed
+
+    # -- looking ---------------------------------------------------------------------------
+    def containers(self) -> list[ContainerInfo]:
+        return sorted(self.engine.containers(self._mine(kind="container")), key=lambda c: c.name)
+
+    def status(self) -> pd.DataFrame:
+        rows = []
+        for c in self.containers():
+            rows.append({
+                "name": c.name,
+                "role": c.labels.get(n.ROLE),
+                "state": c.state,
+                "health": c.health,
+                "image": c.image,
+                "ports": ", ".join(f"{host}->{cport}" for cport, host in sorted(c.ports.items())),
+                "created": pd.Timestamp(c.created) if c.created else pd.NaT,
+                "agent": c.labels.get(n.AGENT),
+                "group": c.labels.get(n.GROUP),
+            })
+        return pd.DataFrame(rows, columns=STATUS_COLUMNS)
+
+    # -- agents --------------------------------------------------------------------------
+    def create_agent(self, agent_id: str, group: str | None = None, *, memory: str | int | None = None,
+                     cpus: float | None = None, pids: int | None = None, env: dict[str, str] | None = None,
+                     mount_docker_socket: bool | None = None, progress: Progress | bool | None = True) -> "Agent":
+        """Start an agent container with its own workspace volume (kept across down/up/cleanup)."""
+        from .agents import Agent
+
+        n.validate_agent_id(agent_id)
+        if group is not None:
+            n.validate_label(group, "group name")
+        cfg = self.config
+        name = n.container_name(self.name, n.AGENT_ROLE, agent_id)
+        mem = memory if memory is not None else cfg.agent_memory
+        cpu = cpus if cpus is not None else cfg.agent_cpus
+        pid_limit = pids if pids is not None else cfg.agent_pids
+        _memory_bytes(mem)
+        if cpu is not None and cpu <= 0:
+            raise LabError(f"cpus={cpu!r}: give a positive number of CPUs, for example 1 or 0.5")
+        self._ensure_images(["agent"], progress)
+        engine = self.engine
+        if engine.container(name) is not None:
+            raise AlreadyExists(f"agent {agent_id!r} already exists in lab {self.name!r}; "
+                                f"use lab.agent({agent_id!r}), or remove it first with lab.remove_agent({agent_id!r})")
+        undo = _Undo(engine, [], [], [])
+        try:
+            net = n.network_name(self.name, group)
+            if engine.ensure_network(net, self._labels("network", group=group)):
+                undo.networks.append(net)
+                if group is not None:
+                    self._attach_services(net)
+            vol = n.workspace_volume(self.name, agent_id)
+            if engine.ensure_volume(vol, self._labels("volume", role="workspace", agent=agent_id)):
+                undo.volumes.append(vol)
+            volumes = {vol: {"bind": WORKSPACE, "mode": "rw"}}
+            socket = cfg.mount_docker_socket if mount_docker_socket is None else mount_docker_socket
+            if socket:
+                warnings.warn(
+                    f"agent {agent_id} gets the Docker socket: it can control the whole engine "
+                    f"(and so the host). Only do this for trusted work.", stacklevel=2)
+                volumes["/var/run/docker.sock"] = {"bind": "/var/run/docker.sock", "mode": "rw"}
+            spec = ContainerSpec(
+                name=name, image=cfg.image("agent"),
+                labels=self._labels("container", role=n.AGENT_ROLE, agent=agent_id, group=group,
+                                    docker_socket="1" if socket else None),
+                network=net, aliases=[agent_id], hostname=agent_id,
+                user=cfg.agent_user, working_dir=WORKSPACE,
+                environment={**self._service_env(), **cfg.agent_env, **(env or {})},
+                volumes=volumes,
+                mem_limit=str(mem) if mem is not None else None,
+                nano_cpus=int(cpu * 1e9) if cpu else None,
+                pids_limit=pid_limit,
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges:true"],
+            )
+            info = engine.create_container(spec)
+        except BaseException as exc:
+            undo.rollback()
+            if isinstance(exc, AlreadyExists):
+                raise AlreadyExists(f"agent {agent_id!r} already exists in lab {self.name!r} "
+                                    f"(created by another process just now)") from exc
+            raise
+        return Agent(self, info)
+
+    def agent(self, agent_id: str) -> "Agent":
+        from .agents import Agent
+
+        info = self.engine.container(n.container_name(self.name, n.AGENT_ROLE, agent_id))
+        if info is None or info.labels.get(n.LAB) != self.name:
+            raise self._not_found(agent_id)
+        return Agent(self, info)
+
+    def agents(self, group: str | None = None) -> list["Agent"]:
+        from .agents import Agent
+
+        infos = self.engine.containers(self._mine(role=n.AGENT_ROLE, **({"group": group} if group else {})))
+        return [Agent(self, info) for info in sorted(infos, key=lambda c: c.name)]
+
+    def remove_agent(self, agent_id: str, volumes: bool = False) -> None:
+        """Remove an agent's container; its workspace volume too when `volumes=True`."""
+        self.agent(agent_id)  # NotFound with the list of agents
+        self.engine.remove(n.container_name(self.name, n.AGENT_ROLE, agent_id), force=True)
+        if volumes:
+            self.engine.remove_volume(n.workspace_volume(self.name, agent_id))
+
+    # -- targets ---------------------------------------------------------------------------
+    def container_name(self, target: str) -> str:
+        """Map a target (agent id, 'dev'/'postgres'/'redis', or a full container name) to its name."""
+        if not isinstance(target, str) or not target:
+            raise LabError(f"target {target!r}: give an agent id or one of dev, postgres, redis")
+        if target in n.SERVICE_ROLES:
+            return n.container_name(self.name, target)
+        if target.startswith(f"{self.name}_"):
+            return target
+        n.validate_label(target, "agent id or container name")
+        return n.container_name(self.name, n.AGENT_ROLE, target)
+
+    def _not_found(self, target: str) -> NotFound:
+        agents = [a.id for a in self.agents()]
+        others = [c.name for c in self.containers() if c.labels.get(n.ROLE) != n.AGENT_ROLE]
+        return NotFound(
+            f"no container {target!r} in lab {self.name!r}. "
+            f"Agents: {', '.join(agents) or 'none (create one with lab.create_agent)'}; "
+            f"services: {', '.join(others) or 'none (start them with lab.up)'}"
+        )
+
+    def _user_for(self, target: str, user: str | None) -> str | None:
+        if user is not None:
+            return user
+        return None  # the container's own user (agents and dev run as developer)
+
+    # -- running things ----------------------------------------------------------------------
+    def exec_stream(self, target: str, command: str | Iterable[str], user: str | None = None,
+                    workdir: str | None = None, env: dict[str, str] | None = None,
+                    timeout: float | None = None, max_output: int = DEFAULT_MAX_OUTPUT) -> ExecStream:
+        """Start a command and iterate over its output as it comes; `.result` once drained."""
+        name = self.container_name(target)
+        try:
+            return ExecStream(self.engine, name, target, _command(command), user=self._user_for(target, user),
+                              workdir=workdir, env=env, timeout=timeout, max_output=max_output)
+        except NotFound:
+            raise self._not_found(target) from None
+        except LabError as exc:
+            if "is not running" in str(exc):
+                raise LabError(f"{target} is not running; start it with lab.start({target!r}) "
+                               f"or `claude-lab start`") from None
+            raise
+
+    def exec(self, target: str, command: str | Iterable[str], user: str | None = None,
+             workdir: str | None = None, env: dict[str, str] | None = None,
+             timeout: float | None = None, max_output: int = DEFAULT_MAX_OUTPUT) -> ExecResult:
+        """Run a command to its end; a string goes through `sh -c`. Raises `LabTimeout` past `timeout`."""
+        return self.exec_stream(target, command, user, workdir, env, timeout, max_output).wait()
+
+    def logs(self, target: str, tail: int | None = None, follow: bool = False) -> str | Iterator[str]:
+        """A container's log as text, or (follow=True) an iterator of new lines."""
+        name = self.container_name(target)
+        try:
+            out = self.engine.logs(name, tail=tail, follow=follow)
+        except NotFound:
+            raise self._not_found(target) from None
+        if follow:
+            return (chunk.decode("utf-8", "replace") for chunk in out)  # type: ignore[union-attr]
+        return out.decode("utf-8", "replace")  # type: ignore[union-attr]
+
+    def start(self, target: str) -> None:
+        self._lifecycle(target, self.engine.start)
+
+    def stop(self, target: str) -> None:
+        self._lifecycle(target, lambda name: self.engine.stop(name, timeout=5))
+
+    def restart(self, target: str) -> None:
+        self._lifecycle(target, lambda name: self.engine.restart(name, timeout=5))
+
+    def _lifecycle(self, target: str, action: Callable[[str], None]) -> None:
+        name = self.container_name(target)
+        info = self.engine.container(name)
+        if info is None or info.labels.get(n.LAB) != self.name:
+            raise self._not_found(target)
+        action(name)
+
+    def enter_argv(self, target: str = "dev", shell: str = "bash", user: str | None = None) -> list[str]:
+        """The command line of an interactive shell in a container (used by `claude-lab enter`)."""
+        name = self.container_name(target)
+        info = self.engine.container(name)
+        if info is None:
+            raise self._not_found(target)
+        if not info.running:
+            raise LabError(f"{target} is not running; start it first (`claude-lab start`)")
+        return self.engine.interactive_argv(name, [shell], user=user)
+
+
+def quote(argv: list[str]) -> str:
+    return " ".join(shlex.quote(a) for a in argv)

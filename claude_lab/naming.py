@@ -1,0 +1,81 @@
+"""Names and labels: how a lab's containers, networks and volumes are called and found.
+
+All state lives in Docker labels, so a new process finds a lab again from the engine alone.
+Container names use `_` as separator, which lab names and agent ids cannot contain, so two
+labs never collide (lab `a` agent `b-dev` vs lab `a-b` service `dev`).
+"""
+from __future__ import annotations
+
+import re
+
+from .errors import InvalidName
+
+PREFIX = "claude-lab"
+LAB = f"{PREFIX}.lab"
+ROLE = f"{PREFIX}.role"
+AGENT = f"{PREFIX}.agent"
+GROUP = f"{PREFIX}.group"
+KIND = f"{PREFIX}.kind"  # container | network | volume
+VERSION = f"{PREFIX}.version"
+CONTENT_HASH = f"{PREFIX}.content-hash"
+IMAGE_NAME = f"{PREFIX}.image"
+PROJECT = f"{PREFIX}.project"
+DOCKER_SOCKET = f"{PREFIX}.docker-socket"
+
+# Roles of a lab's containers.
+DEV, POSTGRES, REDIS, AGENT_ROLE = "dev", "postgres", "redis", "agent"
+SERVICE_ROLES = (POSTGRES, REDIS, DEV)
+RESERVED_IDS = frozenset(SERVICE_ROLES) | {"default", "lab"}
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def validate_label(value: str, what: str = "agent id") -> str:
+    """Agent ids, group and lab names are DNS labels: they become hostnames and name parts."""
+    if not isinstance(value, str) or not _DNS_LABEL.match(value):
+        shown = value if isinstance(value, str) else repr(value)
+        raise InvalidName(
+            f"invalid {what} {shown!r}: use 1-63 lowercase letters, digits and '-', "
+            f"starting and ending with a letter or digit (for example 'agent-001')"
+        )
+    return value
+
+
+def validate_agent_id(agent_id: str) -> str:
+    validate_label(agent_id, "agent id")
+    if agent_id in RESERVED_IDS:
+        raise InvalidName(
+            f"agent id {agent_id!r} is reserved for the lab's own containers "
+            f"({', '.join(sorted(RESERVED_IDS))}); pick another, for example 'agent-001'"
+        )
+    return agent_id
+
+
+def lab_name_from_folder(folder_name: str) -> str:
+    """Turn a folder name into a valid lab name ('My Project_2' -> 'my-project-2')."""
+    name = re.sub(r"[^a-z0-9-]+", "-", folder_name.lower()).strip("-")[:63].strip("-")
+    return name or "lab"
+
+
+def container_name(lab: str, role: str, agent_id: str | None = None) -> str:
+    return f"{lab}_{agent_id}" if role == AGENT_ROLE else f"{lab}_{role}"
+
+
+def network_name(lab: str, group: str | None = None) -> str:
+    return f"{lab}_net" if group is None else f"{lab}_group_{group}"
+
+
+def workspace_volume(lab: str, agent_id: str) -> str:
+    return f"{lab}_{agent_id}_workspace"
+
+
+def postgres_volume(lab: str) -> str:
+    return f"{lab}_postgres_data"
+
+
+def labels(lab: str, kind: str, **extra: str | None) -> dict[str, str]:
+    out = {LAB: lab, KIND: kind}
+    for key, value in extra.items():
+        if value is not None:
+            out[f"{PREFIX}.{key.replace('_', '-')}"] = str(value)
+    return out

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Everything claude-lab needs on a machine, idempotent: a second run changes nothing and is quick.
+#   1. a virtual environment (.venv) with the package and its test extras
+#   2. a Docker engine that answers (installs and starts one on Debian if needed)
+#   3. the base image (pulled, or built offline with debootstrap)
+#   4. extra CA certificates: where the host trusts its own (a TLS-intercepting proxy), the
+#      images must too; record that in the per-user config.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+say() { printf 'setup: %s\n' "$*"; }
+
+# 1. venv, reinstalled only when pyproject.toml changed.
+stamp="$VENV/.claude-lab-installed"
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -x "$VENV/bin/python" ]; then
+  say "creating $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  say "installing claude-lab and its test extras into $VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -e '.[test]'
+  echo "$want" > "$stamp"
+else
+  say "$VENV up to date"
+fi
+
+# 2. and 3.
+scripts/ensure-engine.sh
+scripts/ensure-base-image.sh
+
+# 4. CA certificates.
+user_config="${XDG_CONFIG_HOME:-$HOME/.config}/claude-lab/config.toml"
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+  if [ -f "$user_config" ] && grep -q '^ca_certs' "$user_config"; then
+    say "extra CA certificates already configured in $user_config"
+  else
+    mkdir -p "$(dirname "$user_config")"
+    printf '# Written by claude-lab setup: this host trusts extra CAs (a TLS-intercepting proxy),\n# so the lab'"'"'s images must trust them too.\nca_certs = ["/usr/local/share/ca-certificates"]\n' >> "$user_config"
+    say "host has extra CA certificates; turned on ca_certs in $user_config"
+  fi
+fi
+say "done"

@@ -1,0 +1,99 @@
+"""Shared fixtures: a real engine, the lab's images built once, and a unique lab per test.
+
+Every lab made here is named `pytest-<session>-<random>`; at the end of the session anything of
+this session's labs still on the engine fails the run (and is removed, so runs do not pile up).
+Labs of other pytest sessions running at the same time are left alone.
+"""
+from __future__ import annotations
+
+import socket
+import uuid
+from pathlib import Path
+
+import pytest
+
+from claude_lab import Lab
+from claude_lab.engine import Engine
+from claude_lab.naming import LAB
+
+TEST_PREFIX = f"pytest-{uuid.uuid4().hex[:6]}-"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def engine() -> Engine:
+    return Engine()
+
+
+@pytest.fixture(scope="session")
+def images(engine: Engine) -> None:
+    """Build (or find up to date) every image once per session."""
+    Lab(Path.cwd(), name="pytest-images", engine=engine).build(progress=False)
+
+
+def make_lab(tmp_path: Path, engine: Engine, **overrides) -> Lab:
+    project = tmp_path / "project"
+    project.mkdir(exist_ok=True)
+    overrides.setdefault("postgres_port", free_port())
+    overrides.setdefault("redis_port", free_port())
+    return Lab(project, name=f"{TEST_PREFIX}{uuid.uuid4().hex[:8]}", engine=engine, **overrides)
+
+
+@pytest.fixture
+def lab(tmp_path: Path, engine: Engine, images: None):
+    lab = make_lab(tmp_path, engine)
+    yield lab
+    lab.destroy(volumes=True)
+
+
+@pytest.fixture
+def lab_factory(tmp_path: Path, engine: Engine, images: None):
+    """More labs in one test; each is destroyed afterwards."""
+    made: list[Lab] = []
+
+    def factory(**overrides) -> Lab:
+        sub = tmp_path / f"lab{len(made)}"
+        sub.mkdir()
+        made.append(make_lab(sub, engine, **overrides))
+        return made[-1]
+
+    yield factory
+    for lab in made:
+        lab.destroy(volumes=True)
+
+
+def leftovers(engine: Engine) -> list[str]:
+    api = engine.api
+    found = []
+    for c in api.containers(all=True, filters={"label": LAB}):
+        if c["Labels"].get(LAB, "").startswith(TEST_PREFIX):
+            found.append(f"container {c['Names'][0].lstrip('/')}")
+            api.remove_container(c["Id"], force=True)
+    for v in api.volumes(filters={"label": LAB}).get("Volumes") or []:
+        if (v.get("Labels") or {}).get(LAB, "").startswith(TEST_PREFIX):
+            found.append(f"volume {v['Name']}")
+            api.remove_volume(v["Name"], force=True)
+    for net in api.networks(filters={"label": LAB}):
+        if (net.get("Labels") or {}).get(LAB, "").startswith(TEST_PREFIX):
+            found.append(f"network {net['Name']}")
+            api.remove_network(net["Id"])
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    try:
+        engine = Engine()
+    except Exception:
+        return
+    left = leftovers(engine)
+    if left:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = "test labs left behind (now removed): " + ", ".join(left)
+        if reporter:
+            reporter.write_line(message, red=True)
+        session.exitstatus = 1
