@@ -5,6 +5,7 @@ from .config import LabConfig
 from .engine import ContainerInfo
 from .errors import (
     AlreadyExists,
+    AuthenticationError,
     BuildError,
     ConfigError,
     EngineUnavailable,
@@ -12,15 +13,21 @@ from .errors import (
     InvalidName,
     LabError,
     LabTimeout,
+    ModelError,
+    ModelUnreachable,
     NotFound,
     PortInUse,
 )
 from .execution import ExecResult, ExecStream, OutputChunk
 from .images import BuildEvent, BuildOutcome
 from .lab import Lab
+from .claude import Run
+from .model import ScriptedModel
+from .runs import RunResult, ToolCall
 
 __all__ = [
     "__version__", "Lab", "LabConfig", "Agent", "ContainerInfo", "ExecResult", "ExecStream", "OutputChunk",
     "BuildEvent", "BuildOutcome", "LabError", "EngineUnavailable", "NotFound", "InvalidName", "ConfigError",
     "PortInUse", "BuildError", "LabTimeout", "ExecError", "AlreadyExists",
+    "RunResult", "ToolCall", "Run", "ScriptedModel", "ModelError", "ModelUnreachable", "AuthenticationError",
 ]

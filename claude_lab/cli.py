@@ -10,6 +10,7 @@ from typing import Any, List, Optional
 import pandas as pd
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
@@ -62,7 +63,7 @@ def _fail(exc: LabError) -> None:
     if state.json:
         print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
     else:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True)
     raise typer.Exit(code)
 
 
@@ -82,9 +83,10 @@ def _progress(event: BuildEvent) -> None:
     if state.json:
         return
     if event.kind == "step":
-        err.print(f"[cyan]{event.image}[/] [{event.step}/{event.total}] {event.text[:110]}", highlight=False)
+        err.print(f"[cyan]{event.image}[/] \\[{event.step}/{event.total}] {escape(event.text[:110])}",
+                  highlight=False)
     elif event.kind in ("done", "skipped", "start"):
-        err.print(f"[cyan]{event.image}[/] {event.text}", highlight=False)
+        err.print(f"[cyan]{event.image}[/] {escape(event.text)}", highlight=False)
 
 
 def _verbose_progress(event: BuildEvent) -> None:
@@ -100,16 +102,21 @@ def _run(fn, *args: Any, **kwargs: Any) -> Any:
         _fail(exc)
 
 
+def _print_version(value: bool) -> None:
+    # Eager: a group's callback only runs when a command follows, so `--version` alone must act here.
+    if value:
+        print(__version__)
+        raise typer.Exit(0)
+
+
 @app.callback()
 def main_options(
     project_dir: str = typer.Option(".", "--project-dir", "-C", help="The project folder (default: here)."),
     name: Optional[str] = typer.Option(None, "--name", "-n", help="Lab name (default: from the folder name)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
-    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.",
+                                 callback=_print_version, is_eager=True),
 ) -> None:
-    if version:
-        print(__version__)
-        raise typer.Exit(0)
     state.project_dir, state.name, state.json = project_dir, name, as_json
 
 
@@ -184,14 +191,22 @@ def exec(
     env: List[str] = typer.Option([], "--env", "-e", help="KEY=VALUE, repeatable."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Seconds; the command is stopped after."),
 ) -> None:
-    """Run a command in a container, streaming its output; exits with the command's exit code."""
+    """Run a command in a container, streaming its output; exits with the command's exit code.
+
+    Options go before TARGET; everything after `--` is the command: exec -u root agent-001 -- ls -la
+    """
     environment = {}
     for item in env:
         if "=" not in item:
-            err.print(f"[red]error:[/] --env {item!r}: use KEY=VALUE")
+            err.print(f"[red]error:[/] --env {escape(repr(item))}: use KEY=VALUE")
             raise typer.Exit(2)
         key, value = item.split("=", 1)
         environment[key] = value
+    if command and command[0] == "--":  # click keeps the separator when it follows the target
+        command = command[1:]
+    if not command:
+        err.print("[red]error:[/] no command given: claude-lab exec TARGET -- COMMAND [ARGS...]")
+        raise typer.Exit(2)
     lab = _run(_lab)
     stream = _run(lab.exec_stream, target, command, user=user, workdir=workdir, env=environment, timeout=timeout)
     try:
@@ -201,7 +216,7 @@ def exec(
                 sink.write(chunk.text)
                 sink.flush()
     except LabTimeout as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(124)
     except LabError as exc:
         _fail(exc)

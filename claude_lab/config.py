@@ -52,6 +52,10 @@ class LabConfig:
     dev_cpus: float | None = None
     # Waiting.
     health_timeout: float = 120.0
+    # Model endpoint for `lab.claude` (a ScriptedModel is a `Lab(model=...)` keyword, not a setting).
+    model_base_url: str | None = None  # any Messages-API-compatible URL; else env ANTHROPIC_BASE_URL
+    api_key_file: str | None = None  # a file holding the API key; else env ANTHROPIC_API_KEY
+    api_key_command: str | None = None  # a host command printing the API key (a password manager)
 
     def __post_init__(self) -> None:
         self.project_dir = Path(self.project_dir).expanduser().resolve()

@@ -5,6 +5,7 @@ core never sees a Docker type and another backend can stand behind the same face
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -296,15 +297,30 @@ class Engine:
         return self._call(self.api.exec_inspect, exec_id).get("ExitCode")
 
     # -- networks and volumes ------------------------------------------------------------
-    def ensure_network(self, name: str, labels: dict[str, str], internal: bool = False) -> bool:
-        """Create the network unless it exists; True when it was created now."""
-        if self._call(self.api.networks, names=[name]):
-            for net in self.api.networks(names=[name]):
-                if net["Name"] == name:
-                    return False
+    def network_exists(self, name: str) -> bool:
+        return any(net["Name"] == name for net in self._call(self.api.networks, names=[name]))
+
+    def create_network(self, name: str, labels: dict[str, str], internal: bool = False) -> None:
         self._call(self.api.create_network, name, driver="bridge", labels=labels, internal=internal,
                    check_duplicate=True)
+
+    def ensure_network(self, name: str, labels: dict[str, str], internal: bool = False) -> bool:
+        """Create the network unless it exists; True when it was created now."""
+        if self.network_exists(name):
+            return False
+        self.create_network(name, labels, internal)
         return True
+
+    def network_gateway(self, name: str) -> str | None:
+        """The IPv4 gateway of a network: the host's own address on that bridge (None if it has none)."""
+        attrs = self._call(self.api.inspect_network, name, what=f"network {name}")
+        for cfg in (attrs.get("IPAM") or {}).get("Config") or []:
+            gateway, subnet = cfg.get("Gateway"), cfg.get("Subnet")
+            if gateway and ":" not in gateway:
+                return gateway.split("/")[0]
+            if subnet and ":" not in subnet:  # some engines leave Gateway empty: it is the first host
+                return str(next(ipaddress.ip_network(subnet, strict=False).hosts()))
+        return None
 
     def networks(self, labels: dict[str, str | None]) -> list[dict[str, Any]]:
         return self._call(self.api.networks, filters=_filters(labels))
@@ -317,13 +333,15 @@ class Engine:
         except docker.errors.APIError as exc:
             raise LabError(f"could not remove network {name}: {exc.explanation or exc}") from exc
 
-    def ensure_volume(self, name: str, labels: dict[str, str]) -> bool:
+    def volume_exists(self, name: str) -> bool:
         try:
             self.api.inspect_volume(name)
-            return False
-        except docker.errors.NotFound:
-            self._call(self.api.create_volume, name, labels=labels)
             return True
+        except docker.errors.NotFound:
+            return False
+
+    def create_volume(self, name: str, labels: dict[str, str]) -> None:
+        self._call(self.api.create_volume, name, labels=labels)
 
     def volumes(self, labels: dict[str, str | None]) -> list[dict[str, Any]]:
         return self._call(self.api.volumes, filters=_filters(labels)).get("Volumes") or []

@@ -60,3 +60,22 @@ class ExecError(LabError):
         self.exit_code = exit_code
         self.stdout = stdout
         self.stderr = stderr
+
+
+class ModelError(LabError):
+    """The model endpoint failed a run: unreachable, refused the key, or answered with an error.
+
+    `result` holds the run's `RunResult` when the run got far enough to have one.
+    """
+
+    def __init__(self, message: str, result: object | None = None):
+        super().__init__(message)
+        self.result = result
+
+
+class ModelUnreachable(ModelError):
+    """The model endpoint cannot be reached from inside the agent's container."""
+
+
+class AuthenticationError(ModelError):
+    """The model endpoint rejected the API key (HTTP 401)."""

@@ -187,8 +187,8 @@ class ImageBuilder:
                         emit(BuildEvent(spec.name, "step", m.group(3), int(m.group(1)), int(m.group(2))))
                     else:
                         emit(BuildEvent(spec.name, "output", line))
-        if self.engine.image_labels(tag) is None:
-            raise BuildError(f"building {tag} ended without an image; last lines:\n" + "\n".join(tail),
+        if (self.engine.image_labels(tag) or {}).get(CONTENT_HASH) != digest:
+            raise BuildError(f"building {tag} ended without a new image; last lines:\n" + "\n".join(tail),
                              image=spec.name, step=step_text, log_tail=list(tail))
         emit(BuildEvent(spec.name, "done", f"built {tag} ({digest})"))
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import html
 import os
-import shlex
 import time
 import warnings
 from dataclasses import dataclass
@@ -25,6 +24,9 @@ from .ports import port_free, port_holder
 
 if TYPE_CHECKING:
     from .agents import Agent
+    from .claude import Run
+    from .model import ScriptedModel
+    from .runs import RunEvent, RunResult
 
 STATUS_COLUMNS = ["name", "role", "state", "health", "image", "ports", "created", "agent", "group"]
 WORKSPACE = "/workspace"
@@ -65,6 +67,21 @@ class _Undo:
     networks: list[str]
     volumes: list[str]
 
+    def network(self, name: str, labels: dict[str, str]) -> bool:
+        """Create a network unless it exists, noting it for undo *before* the call (Ctrl-C safe)."""
+        if self.engine.network_exists(name):
+            return False
+        self.networks.append(name)
+        self.engine.create_network(name, labels)
+        return True
+
+    def volume(self, name: str, labels: dict[str, str]) -> bool:
+        if self.engine.volume_exists(name):
+            return False
+        self.volumes.append(name)
+        self.engine.create_volume(name, labels)
+        return True
+
     def rollback(self) -> None:
         for name in reversed(self.containers):
             self.engine.remove(name, force=True)
@@ -90,11 +107,12 @@ class Lab:
     """
 
     def __init__(self, project_dir: str | os.PathLike = ".", name: str | None = None, *,
-                 engine: Engine | None = None, **overrides: Any):
+                 engine: Engine | None = None, model: "ScriptedModel | None" = None, **overrides: Any):
         self.config = LabConfig.load(project_dir, name, **overrides)
         self.name: str = self.config.name  # type: ignore[assignment]
         self._engine = engine
         self._images_checked: set[str] = set()
+        self.model = model  # a ScriptedModel for lab.claude runs (an object, so not a config setting)
 
     # -- plumbing ------------------------------------------------------------------------
     @property
@@ -154,15 +172,18 @@ class Lab:
         undo = _Undo(engine, [], [], [])
         try:
             net = n.network_name(self.name)
-            if engine.ensure_network(net, self._labels("network")):
-                undo.networks.append(net)
+            undo.network(net, self._labels("network"))
             for role in n.SERVICE_ROLES:
                 name = n.container_name(self.name, role)
                 info = existing.get(name)
+                current = engine.image_id(self.config.image(role)) if info is not None else None
+                if info is not None and current is not None and info.image_id != current:
+                    engine.remove(name, force=True)  # its image was rebuilt: recreate (data lives in volumes)
+                    info = None
                 if info is None:
                     spec = self._service_spec(role, undo)
-                    engine.create_container(spec)
                     undo.containers.append(name)
+                    engine.create_container(spec)
                 elif not info.running:
                     engine.start(name)
             self._attach_services_to_groups()
@@ -199,8 +220,7 @@ class Lab:
         )
         if role == n.POSTGRES:
             vol = n.postgres_volume(self.name)
-            if self.engine.ensure_volume(vol, self._labels("volume", role=role)):
-                undo.volumes.append(vol)
+            undo.volume(vol, self._labels("volume", role=role))
             return ContainerSpec(
                 image=cfg.image("postgres"), **common,
                 environment={"POSTGRES_USER": cfg.postgres_user, "POSTGRES_PASSWORD": cfg.postgres_password,
@@ -353,19 +373,14 @@ class Lab:
             raise LabError(f"cpus={cpu!r}: give a positive number of CPUs, for example 1 or 0.5")
         self._ensure_images(["agent"], progress)
         engine = self.engine
-        if engine.container(name) is not None:
-            raise AlreadyExists(f"agent {agent_id!r} already exists in lab {self.name!r}; "
-                                f"use lab.agent({agent_id!r}), or remove it first with lab.remove_agent({agent_id!r})")
         undo = _Undo(engine, [], [], [])
         try:
             net = n.network_name(self.name, group)
-            if engine.ensure_network(net, self._labels("network", group=group)):
-                undo.networks.append(net)
+            if undo.network(net, self._labels("network", group=group)):
                 if group is not None:
                     self._attach_services(net)
             vol = n.workspace_volume(self.name, agent_id)
-            if engine.ensure_volume(vol, self._labels("volume", role="workspace", agent=agent_id)):
-                undo.volumes.append(vol)
+            undo.volume(vol, self._labels("volume", role="workspace", agent=agent_id))
             volumes = {vol: {"bind": WORKSPACE, "mode": "rw"}}
             socket = cfg.mount_docker_socket if mount_docker_socket is None else mount_docker_socket
             if socket:
@@ -387,12 +402,16 @@ class Lab:
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges:true"],
             )
+            undo.containers.append(name)  # before the call: an interrupted create is undone too
             info = engine.create_container(spec)
-        except BaseException as exc:
+        except AlreadyExists as exc:  # Docker's names are unique: never a duplicate, whoever raced us
+            undo.containers.remove(name)
             undo.rollback()
-            if isinstance(exc, AlreadyExists):
-                raise AlreadyExists(f"agent {agent_id!r} already exists in lab {self.name!r} "
-                                    f"(created by another process just now)") from exc
+            raise AlreadyExists(f"agent {agent_id!r} already exists in lab {self.name!r}; use "
+                                f"lab.agent({agent_id!r}), or remove it first with lab.remove_agent({agent_id!r})"
+                                ) from exc
+        except BaseException:
+            undo.rollback()
             raise
         return Agent(self, info)
 
@@ -400,7 +419,7 @@ class Lab:
         from .agents import Agent
 
         info = self.engine.container(n.container_name(self.name, n.AGENT_ROLE, agent_id))
-        if info is None or info.labels.get(n.LAB) != self.name:
+        if info is None or info.labels.get(n.LAB) != self.name or info.labels.get(n.ROLE) != n.AGENT_ROLE:
             raise self._not_found(agent_id)
         return Agent(self, info)
 
@@ -438,11 +457,6 @@ class Lab:
             f"services: {', '.join(others) or 'none (start them with lab.up)'}"
         )
 
-    def _user_for(self, target: str, user: str | None) -> str | None:
-        if user is not None:
-            return user
-        return None  # the container's own user (agents and dev run as developer)
-
     # -- running things ----------------------------------------------------------------------
     def exec_stream(self, target: str, command: str | Iterable[str], user: str | None = None,
                     workdir: str | None = None, env: dict[str, str] | None = None,
@@ -450,7 +464,7 @@ class Lab:
         """Start a command and iterate over its output as it comes; `.result` once drained."""
         name = self.container_name(target)
         try:
-            return ExecStream(self.engine, name, target, _command(command), user=self._user_for(target, user),
+            return ExecStream(self.engine, name, target, _command(command), user=user,
                               workdir=workdir, env=env, timeout=timeout, max_output=max_output)
         except NotFound:
             raise self._not_found(target) from None
@@ -503,6 +517,33 @@ class Lab:
             raise LabError(f"{target} is not running; start it first (`claude-lab start`)")
         return self.engine.interactive_argv(name, [shell], user=user)
 
+    # -- Claude Code runs (claude.py holds the runner; these only delegate) ------------------
+    def claude(self, agent_id: str, prompt: str, max_turns: int | None = None,
+               model: "str | ScriptedModel | None" = None, allowed_tools: str | Iterable[str] | None = None,
+               permission_mode: str | None = None, timeout: float | None = None, resume: str | None = None,
+               on_event: "Callable[[RunEvent], None] | None" = None) -> "RunResult":
+        """Run Claude Code on `prompt` in the agent's workspace; events go to `on_event` as they come.
 
-def quote(argv: list[str]) -> str:
-    return " ".join(shlex.quote(a) for a in argv)
+        `model` is a model name ("sonnet", "claude-...") or a ScriptedModel to talk to. Ctrl-C or
+        `timeout` stop the CLI inside the container and return a "cancelled"/"timeout" result.
+        """
+        return self.claude_stream(agent_id, prompt, max_turns=max_turns, model=model, allowed_tools=allowed_tools,
+                                  permission_mode=permission_mode, timeout=timeout, resume=resume,
+                                  on_event=on_event).wait()
+
+    def claude_stream(self, agent_id: str, prompt: str, max_turns: int | None = None,
+                      model: "str | ScriptedModel | None" = None, allowed_tools: str | Iterable[str] | None = None,
+                      permission_mode: str | None = None, timeout: float | None = None, resume: str | None = None,
+                      on_event: "Callable[[RunEvent], None] | None" = None) -> "Run":
+        """Start a Claude Code run; iterate it for typed events, `.result` at the end, `.cancel()` to stop."""
+        from .claude import claude_stream
+
+        return claude_stream(self, agent_id, prompt, max_turns=max_turns, model=model, allowed_tools=allowed_tools,
+                             permission_mode=permission_mode, timeout=timeout, resume=resume, on_event=on_event)
+
+    def shell(self, agent_id: str, command: str | Iterable[str], timeout: float | None = None,
+              on_event: "Callable[[RunEvent], None] | None" = None) -> "RunResult":
+        """Run a plain command in the agent's workspace as a recorded run (kind "shell": output, exit code, diff)."""
+        from .claude import shell_stream
+
+        return shell_stream(self, agent_id, command, timeout=timeout, on_event=on_event).wait()

@@ -31,6 +31,18 @@ fi
 scripts/ensure-engine.sh
 scripts/ensure-base-image.sh
 
+# Host clients for the dev services (psql, redis-cli), where apt can bring them.
+if ! command -v psql >/dev/null || ! command -v redis-cli >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing host clients: postgresql-client redis-tools"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq postgresql-client redis-tools >/dev/null 2>&1 \
+      || { apt-get update -qq && apt-get install -y -qq postgresql-client redis-tools >/dev/null; }
+  else
+    say "psql/redis-cli not found: install them to talk to the dev services from this machine (optional)"
+  fi
+fi
+
 # 4. CA certificates.
 user_config="${XDG_CONFIG_HOME:-$HOME/.config}/claude-lab/config.toml"
 if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then

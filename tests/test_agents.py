@@ -7,19 +7,7 @@ import pytest
 
 from claude_lab import AlreadyExists, EngineUnavailable, InvalidName, Lab, LabError, LabTimeout, NotFound
 from claude_lab.engine import Engine
-
-
-def poll(condition, timeout: float = 10.0, interval: float = 0.05):
-    """Wait for a condition with a deadline (never a bare sleep)."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
+from support import poll
 
 
 def test_agent_is_non_root_without_capabilities_and_limited(lab: Lab):

@@ -85,3 +85,18 @@ def test_a_failure_half_way_through_up_removes_what_it_made(lab_factory, engine)
     assert engine.api.containers(all=True, filters=flt) == []
     assert engine.api.networks(filters=flt) == []
     assert (engine.api.volumes(filters=flt).get("Volumes") or []) == []
+
+
+def test_host_clients_psql_and_redis_cli_answer(lab: Lab):
+    """The same check a person makes: psql and redis-cli on the host (make setup installs them)."""
+    import shutil
+    import subprocess
+
+    lab.up(progress=False)
+    cfg = lab.config
+    assert shutil.which("psql") and shutil.which("redis-cli"), "run `make setup`: it installs psql and redis-cli"
+    out = subprocess.run(["psql", f"postgresql://dev:dev@localhost:{cfg.postgres_port}/dev", "-tAc", "select 6*7"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.stdout.strip() == "42", out.stderr
+    out = subprocess.run(["redis-cli", "-p", str(cfg.redis_port), "ping"], capture_output=True, text=True, timeout=30)
+    assert out.stdout.strip() == "PONG", out.stderr
