@@ -40,17 +40,21 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
+# Alive means running: a killed dockerd can linger as a zombie that kill -0 and pgrep still see.
+alive() { [ -n "$1" ] && [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status"; }
+running_dockerd() { for p in $(pgrep -x dockerd 2>/dev/null); do alive "$p" && return 0; done; return 1; }
+
 pidfile=/var/run/docker.pid
 if [ -f "$pidfile" ]; then
   pid=$(cat "$pidfile" 2>/dev/null || true)
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+  if alive "$pid"; then
     say "dockerd (pid $pid) is running but does not answer yet; waiting"
   else
     say "removing stale $pidfile (pid ${pid:-?} is gone)"
     rm -f "$pidfile"
   fi
 fi
-if ! pgrep -x dockerd >/dev/null 2>&1; then
+if ! running_dockerd; then
   # A stale containerd pid/socket from a killed session would also block start-up.
   rm -f /var/run/docker/containerd/containerd.pid 2>/dev/null || true
   say "starting dockerd in the background (log: $log)"
