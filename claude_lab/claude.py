@@ -25,6 +25,11 @@ Before the CLI starts, one small script inside the container checks that the mod
 answers on TCP (so an unreachable endpoint fails in seconds instead of in the CLI's retry loop)
 and records the workspace's start commit (see `workspace`). A 401 from the model stops the run
 at the CLI's first retry and raises `AuthenticationError`.
+
+Recording (the default; `record=False` or the `record_runs` setting turn it off): a `RunRecorder`
+(see `store`) writes the run's record once the start commit is known and completes it at the end of
+`_finalize`; a Claude run's CLI talks to a recording `ModelProxy` (see `proxy`) in front of the
+endpoint, so every model exchange lands in the run's cassette for `lab.replay` (see `replay`).
 """
 from __future__ import annotations
 
@@ -34,7 +39,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from . import naming as n
-from . import workspace
+from . import netpolicy, workspace
 from .endpoint import Endpoint, resolve
 from .errors import AuthenticationError, LabError, LabTimeout, ModelUnreachable
 from .events import AssistantMessage, Message, ResultMessage, SystemMessage, parse_line
@@ -45,6 +50,7 @@ from .runs import RunEvent, RunResult, tool_calls_from
 
 if TYPE_CHECKING:
     from .lab import Lab
+    from .store import RunRecorder
 
 REDACTED = "<redacted>"
 MAX_PROMPT_BYTES = 100_000  # one argv string may hold at most 128 KiB on Linux
@@ -109,7 +115,7 @@ class Run:
 
     def __init__(self, lab: "Lab", agent_id: str, kind: str, prompt: str, argv: list[str], *,
                  timeout: float | None = None, on_event: EventCallback | None = None,
-                 endpoint: Endpoint | None = None):
+                 endpoint: Endpoint | None = None, recorder: "RunRecorder | None" = None):
         n.validate_agent_id(agent_id)  # runs are for agents' workspaces, never the dev container's project
         info = lab.agent(agent_id).info
         if info.labels.get(n.ROLE) != n.AGENT_ROLE:
@@ -134,9 +140,21 @@ class Run:
         self._gen: Iterator[RunEvent] | None = None
         self._iterating = False
         self._stream: ExecStream | None = None
+        self._recorder = recorder  # run store: the record, and the proxy the CLI's model traffic goes through
+        proxy_url = recorder.url if recorder is not None else None
 
+        # The agent's netguard lets it reach the one endpoint of this run when that is an address on the
+        # host (the lab's model server or recording proxy); the rest of the host stays out of reach.
+        netpolicy.allow_endpoint(lab, agent_id, proxy_url or (endpoint.url if endpoint else None))
         prepared = workspace.prepare(lab.engine, self._container, WORKSPACE, self.run_id,
-                                     probe=endpoint.url if endpoint else None)
+                                     probe=proxy_url or (endpoint.url if endpoint else None))
+        if prepared.unreachable and proxy_url:
+            assert endpoint is not None
+            behind = "replaying a recording" if endpoint.source == "replay" else f"in front of {endpoint.url}"
+            raise ModelUnreachable(
+                f"claude-lab's recording proxy {proxy_url} ({behind}) cannot be reached from {agent_id}: "
+                f"{prepared.unreachable}. A firewall on this machine may block the lab network; "
+                f"record=False runs without the proxy")
         if prepared.unreachable:
             assert endpoint is not None
             hint = ""
@@ -152,8 +170,17 @@ class Run:
                 f"{prepared.unreachable}{hint}")
         self.start_commit = prepared.start_commit
         env = endpoint.env() if endpoint else None
-        self._stream = lab.exec_stream(agent_id, argv, workdir=WORKSPACE, env=env, timeout=timeout,
-                                       max_output=64 * 1024)
+        if env is not None and proxy_url:
+            env["ANTHROPIC_BASE_URL"] = proxy_url
+        if recorder is not None:
+            recorder.begin(self, info)  # the "running" record, before anything can happen
+        try:
+            self._stream = lab.exec_stream(agent_id, argv, workdir=WORKSPACE, env=env, timeout=timeout,
+                                           max_output=64 * 1024)
+        except BaseException as exc:
+            if recorder is not None:
+                recorder.fail(str(exc) or type(exc).__name__)
+            raise
         if self._cancel_requested:
             self._stream.cancel()
 
@@ -330,12 +357,15 @@ class Run:
             changed_files=finished.changed_files if finished else [],
             stderr=self._stderr, started_at=self._started_at,
         )
+        res.resources = self.lab._run_resources(self._container, self._started_at)  # None unless sampling
         if self.kind == "claude":
             self._fill_claude(res, result_msg, init)
         else:
             res.result = self._output.value("output")
         res.error = self._error_text(res, result_msg, git_problem)
         self.result = res
+        if self._recorder is not None:  # keep last: it stores the result as every step above left it
+            self._recorder.finish(self)
 
     def _fill_claude(self, res: RunResult, result_msg: ResultMessage | None, init: SystemMessage | None) -> None:
         assistants = [e for e in self.events if isinstance(e, AssistantMessage) and e.parent_tool_use_id is None]
@@ -396,7 +426,7 @@ class Run:
 def claude_stream(lab: "Lab", agent_id: str, prompt: str, *, max_turns: int | None = None,
                   model: str | ScriptedModel | None = None, allowed_tools: str | Iterable[str] | None = None,
                   permission_mode: str | None = None, timeout: float | None = None, resume: str | None = None,
-                  on_event: EventCallback | None = None) -> Run:
+                  on_event: EventCallback | None = None, record: bool | None = None) -> Run:
     model_name = model if isinstance(model, str) else None
     scripted = model if isinstance(model, ScriptedModel) else None
     if model is not None and model_name is None and scripted is None:
@@ -404,13 +434,51 @@ def claude_stream(lab: "Lab", agent_id: str, prompt: str, *, max_turns: int | No
     argv = claude_argv(prompt, max_turns=max_turns, model=model_name, allowed_tools=allowed_tools,
                        permission_mode=permission_mode, resume=resume)
     endpoint = resolve(lab, scripted)
-    return Run(lab, agent_id, "claude", prompt, argv, timeout=timeout, on_event=on_event, endpoint=endpoint)
+    options = {"argv": argv, "max_turns": max_turns, "model": model_name, "scripted_model": scripted is not None,
+               "allowed_tools": argv[argv.index("--allowedTools") + 1] if "--allowedTools" in argv else None,
+               "permission_mode": permission_mode, "timeout": timeout, "resume": resume}
+    recorder = _recorder(lab, "claude", prompt, options, endpoint, record)
+    try:
+        return Run(lab, agent_id, "claude", prompt, argv, timeout=timeout, on_event=on_event, endpoint=endpoint,
+                   recorder=recorder)
+    except BaseException:
+        if recorder is not None:
+            recorder.close()
+        raise
 
 
 def shell_stream(lab: "Lab", agent_id: str, command: str | Iterable[str], *, timeout: float | None = None,
-                 on_event: EventCallback | None = None) -> Run:
+                 on_event: EventCallback | None = None, record: bool | None = None) -> Run:
     from .lab import _command
 
     argv = _command(command)
     shown = command if isinstance(command, str) else " ".join(argv)
-    return Run(lab, agent_id, "shell", shown, argv, timeout=timeout, on_event=on_event)
+    recorder = _recorder(lab, "shell", shown, {"argv": argv, "timeout": timeout}, None, record)
+    return Run(lab, agent_id, "shell", shown, argv, timeout=timeout, on_event=on_event, recorder=recorder)
+
+
+def _recorder(lab: "Lab", kind: str, prompt: str, options: dict, endpoint: Endpoint | None,
+              record: bool | None) -> "RunRecorder | None":
+    """The run store's recorder for a new run (None with record=False / `record_runs = false`).
+
+    A Claude run's model traffic then goes through a recording proxy on the lab network's gateway,
+    forwarding to the endpoint; the endpoint is probed from this machine first, so a dead one still
+    fails in seconds rather than in the CLI's retry loop.
+    """
+    if not (lab.config.record_runs if record is None else record):
+        return None
+    from .endpoint import lab_gateway
+    from .proxy import ModelProxy, probe_upstream
+    from .store import RunRecorder
+
+    proxy = None
+    if endpoint is not None:
+        problem = probe_upstream(endpoint.url)
+        if problem:
+            hint = "" if endpoint.scripted is not None else (
+                f". Check that it is running and the URL is right "
+                f"({'ANTHROPIC_BASE_URL' if endpoint.source == 'ANTHROPIC_BASE_URL' else 'model_base_url'})")
+            raise ModelUnreachable(f"the model endpoint {endpoint.url} ({endpoint.source}) cannot be reached from "
+                                   f"this machine, where claude-lab's recording proxy runs: {problem}{hint}")
+        proxy = ModelProxy(lab_gateway(lab), upstream=endpoint.url, secrets=[endpoint.key]).start()
+    return RunRecorder(lab.run_store, lab, kind, prompt, options, endpoint=endpoint, proxy=proxy)

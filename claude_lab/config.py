@@ -15,6 +15,7 @@ except ModuleNotFoundError:  # pragma: no cover - 3.10
 from ._version import __version__
 from .errors import ConfigError
 from .naming import lab_name_from_folder, validate_label
+from .netpolicy import DEFAULT_ALLOW, DEFAULT_EGRESS, DEFAULT_REFRESH, check_settings
 
 ENV_PREFIX = "CLAUDE_LAB_"
 CONFIG_FILE = "claude-lab.toml"
@@ -47,6 +48,13 @@ class LabConfig:
     agent_pids: int = 512
     agent_env: dict[str, str] = field(default_factory=dict)
     mount_docker_socket: bool = False
+    read_only: bool = False  # read-only root filesystem, tmpfs scratch (hardening.py); workspace stays writable
+    runtime: str | None = None  # an alternative OCI runtime the engine has, e.g. "runsc" (gVisor)
+    # Network policy (netpolicy.py, SECURITY.md): egress per agent, enforced by its netguard sidecar.
+    egress: str = DEFAULT_EGRESS  # "open" | "allowlist" | "none"; the host stays unreachable in every mode
+    egress_allow: list[str] = field(default_factory=lambda: list(DEFAULT_ALLOW))  # "domain[:ports]", CIDR[:ports]
+    egress_refresh: float = DEFAULT_REFRESH  # seconds between re-resolutions of allowlisted names (0: never)
+    groups: dict[str, Any] = field(default_factory=dict)  # per group: [groups.g1] egress = "none", egress_allow
     # Dev container.
     dev_memory: str | None = None
     dev_cpus: float | None = None
@@ -56,6 +64,9 @@ class LabConfig:
     model_base_url: str | None = None  # any Messages-API-compatible URL; else env ANTHROPIC_BASE_URL
     api_key_file: str | None = None  # a file holding the API key; else env ANTHROPIC_API_KEY
     api_key_command: str | None = None  # a host command printing the API key (a password manager)
+    # Run store (store.py): every run recorded in SQLite, its model traffic through a recording proxy.
+    run_store: str = ".claude-lab/runs.sqlite"  # relative to project_dir unless absolute
+    record_runs: bool = True  # lab.claude/lab.shell record by default (record=False per call)
 
     def __post_init__(self) -> None:
         self.project_dir = Path(self.project_dir).expanduser().resolve()
@@ -71,6 +82,9 @@ class LabConfig:
         if isinstance(self.ca_certs, (str, Path)):
             self.ca_certs = [str(self.ca_certs)]
         self.ca_certs = [str(Path(p).expanduser()) for p in self.ca_certs]
+        if isinstance(self.egress_allow, str):
+            self.egress_allow = self.egress_allow.split()
+        check_settings(self)
 
     @property
     def project_name(self) -> str:
@@ -162,6 +176,8 @@ def _coerce(name: str, raw: str) -> Any:
             if raw.lower() not in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
                 raise ValueError(raw)
             return raw.lower() in {"1", "true", "yes", "on"}
+        if name == "egress_allow":  # entries hold ':' (ports): separated by spaces instead
+            return raw.split()
         if kind.startswith("list"):
             return [p for p in raw.split(os.pathsep) if p]
         if kind.startswith("dict"):

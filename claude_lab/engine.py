@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -41,6 +42,11 @@ class ContainerInfo:
     networks: tuple[str, ...] = ()
     ip_addresses: dict[str, str] = field(default_factory=dict)  # network -> IPv4 address
     pid: int | None = None
+    memory: int | None = None  # limits from HostConfig (None: unlimited); the run store records them
+    nano_cpus: int | None = None
+    pids_limit: int | None = None
+    started_at: datetime | None = None
+    network_mode: str = ""  # "container:<id>" when it shares another container's network namespace
 
     @property
     def running(self) -> bool:
@@ -73,6 +79,7 @@ class ContainerSpec:
     restart_policy: str | None = "unless-stopped"
     read_only: bool = False
     tmpfs: dict[str, str] | None = None
+    runtime: str | None = None  # an OCI runtime the engine knows (docker info: Runtimes), e.g. runsc
     init: bool = False
     healthcheck: dict[str, Any] | None = None
 
@@ -89,16 +96,18 @@ def _parse_time(value: str | None) -> datetime | None:
         return None
 
 
-def _info(attrs: dict[str, Any]) -> ContainerInfo:
+def _info(attrs: dict[str, Any], owner: dict[str, Any] | None = None) -> ContainerInfo:
+    """`owner`: the container whose network namespace this one joined; its networks are this one's."""
     state = attrs.get("State", {}) or {}
     config = attrs.get("Config", {}) or {}
+    limits = attrs.get("HostConfig") or {}
     health = (state.get("Health") or {}).get("Status")
     ports: dict[str, str] = {}
     for cport, bindings in ((attrs.get("NetworkSettings") or {}).get("Ports") or {}).items():
         for b in bindings or []:
             ports[cport] = f"{b.get('HostIp') or '0.0.0.0'}:{b.get('HostPort')}"
             break
-    nets = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
+    nets = ((owner or attrs).get("NetworkSettings") or {}).get("Networks") or {}
     networks = tuple(sorted(nets))
     return ContainerInfo(
         id=attrs["Id"],
@@ -115,11 +124,115 @@ def _info(attrs: dict[str, Any]) -> ContainerInfo:
         networks=networks,
         ip_addresses={k: v.get("IPAddress") for k, v in nets.items() if v.get("IPAddress")},
         pid=state.get("Pid") or None,
+        memory=limits.get("Memory") or None,
+        nano_cpus=limits.get("NanoCpus") or None,
+        pids_limit=limits.get("PidsLimit") if (limits.get("PidsLimit") or 0) > 0 else None,  # 0/-1: unlimited
+        started_at=_parse_time(state.get("StartedAt")),
+        network_mode=str(limits.get("NetworkMode") or ""),
     )
+
+
+def _ipam(attrs: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """A network's (subnets, gateways); a missing gateway is the subnet's first host, as Docker assigns."""
+    subnets: list[str] = []
+    gateways: list[str] = []
+    for cfg in (attrs.get("IPAM") or {}).get("Config") or []:
+        subnet, gateway = cfg.get("Subnet"), cfg.get("Gateway")
+        if not subnet:
+            continue
+        net = ipaddress.ip_network(subnet, strict=False)
+        subnets.append(str(net))
+        gateways.append(gateway.split("/")[0] if gateway else str(next(net.hosts())))
+    return subnets, gateways
+
+
+def _netns_owner(attrs: dict[str, Any]) -> str | None:
+    """The container whose network namespace this one joined (network_mode=container:<id>), if any."""
+    mode = str((attrs.get("HostConfig") or {}).get("NetworkMode") or "")
+    return mode.split(":", 1)[1] if mode.startswith("container:") else None
 
 
 def _filters(labels: dict[str, str | None]) -> dict[str, list[str]]:
     return {"label": [k if v is None else f"{k}={v}" for k, v in labels.items()]}
+
+
+# -- resource stats: what the core needs to read them (stats.py does the reading) ----------------
+@dataclass(frozen=True)
+class ContainerBrief:
+    """A container as the list call gives it: no inspect per container, so listing stays one request."""
+
+    id: str
+    name: str
+    state: str
+    labels: dict[str, str]
+
+
+@dataclass(frozen=True)
+class CgroupLayout:
+    """Where the engine puts containers' cgroups, as `docker info` tells (CgroupVersion, CgroupDriver)."""
+
+    version: int  # 1 or 2
+    driver: str  # cgroupfs | systemd
+    mem_total: int  # the engine's memory: docker stats' limit for a container without one
+    ncpu: int
+    root: str = "/sys/fs/cgroup"
+
+    def dirs(self, container_id: str) -> dict[str, str]:
+        """Controller -> directory of a container's cgroup, by Docker's naming convention."""
+        rel = f"system.slice/docker-{container_id}.scope" if self.driver == "systemd" else f"docker/{container_id}"
+        if self.version >= 2:
+            return {c: f"{self.root}/{rel}" for c in ("cpu", "memory", "io", "pids")}
+        return {c: f"{self.root}/{c}/{rel}" for c in ("cpuacct", "memory", "blkio", "pids")}
+
+
+@dataclass(frozen=True)
+class StatsReading:
+    """One reading of the engine's stats API, with the engine's CPU reading from about 1 s before."""
+
+    cpu_ns: int  # the container's total CPU time
+    system_ns: int  # the host's total CPU time (all CPUs), as docker stats uses it
+    pre_cpu_ns: int
+    pre_system_ns: int
+    online_cpus: int
+    mem_usage: int
+    mem_inactive_file: int  # what docker stats subtracts: total_inactive_file (v1) / inactive_file (v2)
+    mem_limit: int
+    net_rx: int
+    net_tx: int
+    blk_read: int
+    blk_write: int
+    pids: int
+
+
+def _stats_reading(raw: dict[str, Any]) -> StatsReading:
+    cpu, pre = raw.get("cpu_stats") or {}, raw.get("precpu_stats") or {}
+    mem = raw.get("memory_stats") or {}
+    mstats = mem.get("stats") or {}
+    inactive = mstats["total_inactive_file"] if "total_inactive_file" in mstats else mstats.get("inactive_file", 0)
+    rx = tx = 0
+    for net in (raw.get("networks") or {}).values():
+        rx += int(net.get("rx_bytes") or 0)
+        tx += int(net.get("tx_bytes") or 0)
+    blk_read = blk_write = 0
+    for entry in (raw.get("blkio_stats") or {}).get("io_service_bytes_recursive") or []:
+        op = (entry.get("op") or " ")[0].lower()
+        if op == "r":
+            blk_read += int(entry.get("value") or 0)
+        elif op == "w":
+            blk_write += int(entry.get("value") or 0)
+    usage = cpu.get("cpu_usage") or {}
+    return StatsReading(
+        cpu_ns=int(usage.get("total_usage") or 0),
+        system_ns=int(cpu.get("system_cpu_usage") or 0),
+        pre_cpu_ns=int((pre.get("cpu_usage") or {}).get("total_usage") or 0),
+        pre_system_ns=int(pre.get("system_cpu_usage") or 0),
+        online_cpus=int(cpu.get("online_cpus") or len(usage.get("percpu_usage") or []) or 0),
+        mem_usage=int(mem.get("usage") or 0),
+        mem_inactive_file=int(inactive or 0),
+        mem_limit=int(mem.get("limit") or 0),
+        net_rx=rx, net_tx=tx, blk_read=blk_read, blk_write=blk_write,
+        pids=int((raw.get("pids_stats") or {}).get("current") or 0),
+    )
 
 
 class Engine:
@@ -137,12 +250,21 @@ class Engine:
             raise EngineUnavailable(f"no Docker engine answers at {where}: {ENGINE_HINT}. ({exc})") from exc
         self.api = self._client.api
         self.base_url = self.api.base_url
+        self._network_lock = threading.Lock()
 
     # -- engine ------------------------------------------------------------------------
     @property
     def is_local(self) -> bool:
-        """True when containers run on this machine (their cgroup files can be read here)."""
-        return self.base_url.startswith(("http+unix://", "http+docker://localunixsocket"))
+        """True when the engine is on this machine: a unix socket, or TCP to a loopback address.
+
+        docker-py names a unix-socket connection `http+docker://localhost`. Local is necessary, not
+        sufficient, for reading containers' cgroup files here (Docker Desktop runs them in a VM):
+        readers still check that the files exist.
+        """
+        if self.base_url.startswith(("http+unix://", "http+docker://localhost", "http+docker://localunixsocket")):
+            return True
+        host = self.base_url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
+        return host in ("localhost", "127.0.0.1", "::1")
 
     def version(self) -> dict[str, Any]:
         return self._call(self.api.version)
@@ -168,17 +290,31 @@ class Engine:
     # -- containers --------------------------------------------------------------------
     def containers(self, labels: dict[str, str | None], all: bool = True) -> list[ContainerInfo]:
         found = self._call(self.api.containers, all=all, filters=_filters(labels))
-        out = []
+        attrs = []
         for summary in found:
             try:
-                out.append(_info(self.api.inspect_container(summary["Id"])))
+                attrs.append(self.api.inspect_container(summary["Id"]))
             except docker.errors.NotFound:
                 continue  # removed between list and inspect
-        return out
+        by_id = {a["Id"]: a for a in attrs}
+        return [_info(a, self._owner(a, by_id)) for a in attrs]
+
+    def _owner(self, attrs: dict[str, Any], known: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """The attrs of the container whose network namespace `attrs`' container joined (None if none)."""
+        owner = _netns_owner(attrs)
+        if owner is None:
+            return None
+        if known and owner in known:
+            return known[owner]
+        try:
+            return self.api.inspect_container(owner)
+        except docker.errors.NotFound:
+            return None
 
     def container(self, name: str) -> ContainerInfo | None:
         try:
-            return _info(self.api.inspect_container(name))
+            attrs = self.api.inspect_container(name)
+            return _info(attrs, self._owner(attrs))
         except docker.errors.NotFound:
             return None
         except requests.exceptions.ConnectionError as exc:
@@ -203,8 +339,10 @@ class Engine:
             tmpfs=spec.tmpfs,
             init=spec.init or None,
             network_mode=spec.network,
+            runtime=spec.runtime,
         )
-        networking = self.api.create_networking_config(
+        shared_netns = spec.network.startswith("container:")  # no endpoint, hostname or aliases of its own
+        networking = None if shared_netns else self.api.create_networking_config(
             {spec.network: self.api.create_endpoint_config(aliases=spec.aliases or None)}
         )
         created = self._call(
@@ -213,7 +351,7 @@ class Engine:
             command=spec.command,
             name=spec.name,
             user=spec.user or "",
-            hostname=spec.hostname,
+            hostname=None if shared_netns else spec.hostname,
             working_dir=spec.working_dir,
             environment=spec.environment or None,
             labels=spec.labels,
@@ -235,7 +373,8 @@ class Engine:
         except BaseException:
             self.remove(cid, force=True)
             raise
-        return _info(self.api.inspect_container(cid))
+        attrs = self.api.inspect_container(cid)
+        return _info(attrs, self._owner(attrs))
 
     def start(self, name: str) -> None:
         self._call(self.api.start, name, what=f"container {name}")
@@ -296,20 +435,51 @@ class Engine:
     def exec_exit_code(self, exec_id: str) -> int | None:
         return self._call(self.api.exec_inspect, exec_id).get("ExitCode")
 
+    def oom_events(self, container: str, since: float, until: float) -> int:
+        """How often the kernel's OOM killer struck inside the container between two Unix times.
+
+        The engine's "oom" event covers any process in the container's cgroup (an exec too), where
+        State.OOMKilled only tells about the main process.
+        """
+        events = self._call(self.api.events, since=since - 1, until=until, decode=True,
+                            filters={"type": "container", "container": container, "event": "oom"})
+        try:  # the API's `since` counts whole seconds: keep only what happened from `since` on
+            return sum(1 for e in events if int(e.get("timeNano") or 0) >= since * 1e9)
+        finally:
+            events.close()
+
     # -- networks and volumes ------------------------------------------------------------
     def network_exists(self, name: str) -> bool:
         return any(net["Name"] == name for net in self._call(self.api.networks, names=[name]))
 
-    def create_network(self, name: str, labels: dict[str, str], internal: bool = False) -> None:
-        self._call(self.api.create_network, name, driver="bridge", labels=labels, internal=internal,
-                   check_duplicate=True)
+    def create_network(self, name: str, labels: dict[str, str], internal: bool = False) -> bool:
+        """Create a network; True if this call made the one that stays.
+
+        Concurrent creators (threads or processes) end up sharing one network: Docker's duplicate
+        check is best effort, so when two creates both succeed every creator keeps the same winner
+        (oldest, then lowest id) and removes its own loser.
+        """
+        with self._network_lock:
+            try:
+                created = self.api.create_network(name, driver="bridge", labels=labels, internal=internal,
+                                                  check_duplicate=True)
+            except docker.errors.APIError as exc:
+                if exc.status_code == 409 or "already exists" in str(exc):
+                    return False
+                raise LabError(f"could not create network {name}: {exc.explanation or exc}") from exc
+            same = [n for n in self.api.networks(names=[name]) if n["Name"] == name]
+            if len(same) > 1:
+                winner = min(same, key=lambda n: (n.get("Created", ""), n["Id"]))
+                if winner["Id"] != created.get("Id"):
+                    self.remove_network(created["Id"])
+                    return False
+            return True
 
     def ensure_network(self, name: str, labels: dict[str, str], internal: bool = False) -> bool:
         """Create the network unless it exists; True when it was created now."""
         if self.network_exists(name):
             return False
-        self.create_network(name, labels, internal)
-        return True
+        return self.create_network(name, labels, internal)
 
     def network_gateway(self, name: str) -> str | None:
         """The IPv4 gateway of a network: the host's own address on that bridge (None if it has none)."""
@@ -321,6 +491,25 @@ class Engine:
             if subnet and ":" not in subnet:  # some engines leave Gateway empty: it is the first host
                 return str(next(ipaddress.ip_network(subnet, strict=False).hosts()))
         return None
+
+    def network_addresses(self, name: str) -> tuple[list[str], list[str]]:
+        """A network's subnets and gateways, IPv4 and IPv6 (the gateways are the host's own addresses)."""
+        attrs = self._call(self.api.inspect_network, name, what=f"network {name}")
+        return _ipam(attrs)
+
+    def gateways(self) -> list[str]:
+        """Every network's gateway on this engine, all labs' and not: each is an address of the host."""
+        found: list[str] = []
+        for summary in self._call(self.api.networks):
+            try:
+                found += _ipam(self.api.inspect_network(summary["Id"]))[1]
+            except docker.errors.NotFound:
+                continue
+        return list(dict.fromkeys(found))
+
+    def runtimes(self) -> list[str]:
+        """The OCI runtimes this engine can run containers with (runc, and e.g. runsc once registered)."""
+        return sorted((self.info().get("Runtimes") or {}).keys())
 
     def networks(self, labels: dict[str, str | None]) -> list[dict[str, Any]]:
         return self._call(self.api.networks, filters=_filters(labels))
@@ -403,6 +592,32 @@ class Engine:
         if workdir:
             argv += ["-w", workdir]
         return argv + [container, *command]
+
+    # -- resource stats ----------------------------------------------------------------------
+    def container_briefs(self, labels: dict[str, str | None], all: bool = True) -> list[ContainerBrief]:
+        """The matching containers from one list request (no inspect: cheap enough to call every second)."""
+        found = self._call(self.api.containers, all=all, filters=_filters(labels))
+        return [ContainerBrief(id=c["Id"], name=(c.get("Names") or ["/" + c["Id"][:12]])[0].lstrip("/"),
+                               state=c.get("State") or "unknown", labels=dict(c.get("Labels") or {}))
+                for c in found]
+
+    def cgroup_layout(self) -> CgroupLayout:
+        """How this engine lays out cgroups (asked once per Engine: it does not change while it runs)."""
+        cached = self.__dict__.get("_cgroup_layout")
+        if cached is None:
+            info = self.info()
+            try:
+                version = int(info.get("CgroupVersion") or 1)  # engines before 20.10 only knew v1
+            except (TypeError, ValueError):
+                version = 1
+            cached = CgroupLayout(version=version, driver=str(info.get("CgroupDriver") or "cgroupfs"),
+                                  mem_total=int(info.get("MemTotal") or 0), ncpu=int(info.get("NCPU") or 0))
+            self.__dict__["_cgroup_layout"] = cached
+        return cached
+
+    def container_stats(self, container: str) -> StatsReading:
+        """The stats API's reading (the engine waits about 1 s for its second CPU sample)."""
+        return _stats_reading(self._call(self.api.stats, container, stream=False, what=f"container {container}"))
 
     # -- raw client, for benchmarks' baselines only ------------------------------------
     @property

@@ -79,3 +79,18 @@ class ModelUnreachable(ModelError):
 
 class AuthenticationError(ModelError):
     """The model endpoint rejected the API key (HTTP 401)."""
+
+
+class ReplayDivergence(LabError):
+    """A replay's CLI sent a request the recording does not have (another CLI, workspace or prompt).
+
+    `divergence` says which request (`.request`, 1-based), where it differs (`.where`, a JSON path)
+    and how (`.recorded` vs `.actual`); `result` is the stopped replay's `RunResult`.
+    """
+
+    def __init__(self, message: str, *, run_id: str | None = None, divergence: object | None = None,
+                 result: object | None = None):
+        super().__init__(message)
+        self.run_id = run_id
+        self.divergence = divergence
+        self.result = result

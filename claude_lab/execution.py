@@ -50,6 +50,7 @@ class ExecResult:
     cut: dict[str, int] = field(default_factory=dict)  # stream -> characters left out
     timed_out: bool = False
     cancelled: bool = False
+    oom_killed: bool = False  # exit 137 and the engine saw the kernel's OOM killer strike in the container
 
     @property
     def ok(self) -> bool:
@@ -60,6 +61,7 @@ class ExecResult:
         if not self.ok:
             raise ExecError(
                 f"`{' '.join(self.command)}` in {self.target} exited {self.exit_code}"
+                + (" (OOM-killed: it hit the container's memory limit)" if self.oom_killed else "")
                 + (f": {self.stderr.strip()[-500:]}" if self.stderr.strip() else ""),
                 self.exit_code, self.stdout, self.stderr,
             )
@@ -134,6 +136,7 @@ class ExecStream:
         self._buffers = {"stdout": _Bounded(max_output), "stderr": _Bounded(max_output)}
         self._timed_out = self._cancelled = False
         self._started = time.monotonic()
+        self._wall_started = time.time()
         env = {**(env or {}), MARKER_ENV: self.marker}
         self.exec_id, self._raw = engine.exec_start(container, command, user=user, workdir=workdir, env=env)
         self._timer: threading.Timer | None = None
@@ -187,13 +190,27 @@ class ExecStream:
         while exit_code is None and time.monotonic() < deadline:  # the stream can end a moment early
             time.sleep(0.01)
             exit_code = self.engine.exec_exit_code(self.exec_id)
+        oom = exit_code == 137 and not (self._timed_out or self._cancelled) and self._oom_killed()
         return ExecResult(
             target=self.target, command=self.command, exit_code=exit_code,
             stdout=self._buffers["stdout"].value("stdout"), stderr=self._buffers["stderr"].value("stderr"),
             duration_s=time.monotonic() - self._started,
             cut={k: b.cut for k, b in self._buffers.items() if b.cut},
-            timed_out=self._timed_out, cancelled=self._cancelled and not self._timed_out,
+            timed_out=self._timed_out, cancelled=self._cancelled and not self._timed_out, oom_killed=oom,
         )
+
+    def _oom_killed(self) -> bool:
+        """SIGKILL (137) is the OOM killer's signature; the engine's "oom" event (a moment late) confirms it."""
+        deadline = time.monotonic() + 2
+        while True:
+            try:
+                if self.engine.oom_events(self.container, self._wall_started, time.time()):
+                    return True
+            except Exception:  # the engine's event log is a best-effort witness
+                return False
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
 
     def wait(self) -> ExecResult:
         """Drain the stream and return the result."""

@@ -37,6 +37,7 @@ IMAGES: tuple[ImageSpec, ...] = (
     ImageSpec("agent", "dev", "dev plus Node.js and the Claude Code CLI"),
     ImageSpec("postgres", "base", "Debian's PostgreSQL"),
     ImageSpec("redis", "base", "Debian's redis-server"),
+    ImageSpec("netguard", "base", "per-agent egress firewall sidecar: iptables, ip6tables, ipset"),
 )
 BY_NAME = {spec.name: spec for spec in IMAGES}
 

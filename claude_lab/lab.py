@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import html
 import os
+import threading
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import pandas as pd
 
+from . import hardening, netpolicy
 from . import naming as n
 from .config import LabConfig
 from .engine import ContainerInfo, ContainerSpec, Engine
@@ -27,12 +30,16 @@ if TYPE_CHECKING:
     from .claude import Run
     from .model import ScriptedModel
     from .runs import RunEvent, RunResult
+    from .store import RunStore
+    from .stats import StatsSampler
+    from .widgets import LabPanel
 
-STATUS_COLUMNS = ["name", "role", "state", "health", "image", "ports", "created", "agent", "group"]
+STATUS_COLUMNS = ["name", "role", "state", "health", "image", "ports", "created", "agent", "group", "egress"]
 WORKSPACE = "/workspace"
 SERVICE_IMAGES = ("dev", "postgres", "redis", "agent")
 
 Progress = Callable[[BuildEvent], None]
+_ENGINE_LOCK = threading.Lock()
 
 
 def _command(command: str | Iterable[str]) -> list[str]:
@@ -72,7 +79,9 @@ class _Undo:
         if self.engine.network_exists(name):
             return False
         self.networks.append(name)
-        self.engine.create_network(name, labels)
+        if not self.engine.create_network(name, labels):
+            self.networks.remove(name)  # another creator won the race: the network is theirs
+            return False
         return True
 
     def volume(self, name: str, labels: dict[str, str]) -> bool:
@@ -118,7 +127,9 @@ class Lab:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = Engine()
+            with _ENGINE_LOCK:  # threads (the async service, panels) share one connection
+                if self._engine is None:
+                    self._engine = Engine()
         return self._engine
 
     def __repr__(self) -> str:
@@ -338,9 +349,18 @@ class Lab:
         return sorted(self.engine.containers(self._mine(kind="container")), key=lambda c: c.name)
 
     def status(self) -> pd.DataFrame:
+        """One row per container; an agent's netguard sidecar is folded into its row's `egress` column."""
         rows = []
-        for c in self.containers():
+        containers = self.containers()
+        guards = {c.labels.get(n.AGENT): c for c in containers if c.labels.get(n.ROLE) == netpolicy.NETGUARD_ROLE}
+        for c in containers:
+            if c.labels.get(n.ROLE) == netpolicy.NETGUARD_ROLE:
+                continue
+            egress = None
+            if c.labels.get(n.ROLE) == n.AGENT_ROLE:
+                egress = netpolicy.state_of(self.engine, c, guards.get(c.labels.get(n.AGENT))).text
             rows.append({
+                "egress": egress,
                 "name": c.name,
                 "role": c.labels.get(n.ROLE),
                 "state": c.state,
@@ -356,8 +376,16 @@ class Lab:
     # -- agents --------------------------------------------------------------------------
     def create_agent(self, agent_id: str, group: str | None = None, *, memory: str | int | None = None,
                      cpus: float | None = None, pids: int | None = None, env: dict[str, str] | None = None,
-                     mount_docker_socket: bool | None = None, progress: Progress | bool | None = True) -> "Agent":
-        """Start an agent container with its own workspace volume (kept across down/up/cleanup)."""
+                     mount_docker_socket: bool | None = None, progress: Progress | bool | None = True,
+                     image: str | None = None, egress: str | None = None, egress_allow: Iterable[str] | None = None,
+                     read_only: bool | None = None, runtime: str | None = None) -> "Agent":
+        """Start an agent container with its own workspace volume (kept across down/up/cleanup).
+
+        `image` (an image id or reference) replaces the lab's agent image, e.g. the one a recorded run used.
+        The agent joins the network namespace of its netguard sidecar, which enforces its egress policy
+        (`egress`, `egress_allow`: these keywords > the group's table > the lab's settings; SECURITY.md).
+        `read_only` gives it a read-only root with tmpfs scratch; `runtime` an OCI runtime such as "runsc".
+        """
         from .agents import Agent
 
         n.validate_agent_id(agent_id)
@@ -371,7 +399,15 @@ class Lab:
         _memory_bytes(mem)
         if cpu is not None and cpu <= 0:
             raise LabError(f"cpus={cpu!r}: give a positive number of CPUs, for example 1 or 0.5")
-        self._ensure_images(["agent"], progress)
+        ro = cfg.read_only if read_only is None else read_only
+        rt = hardening.check_runtime(self.engine, runtime if runtime is not None else cfg.runtime)
+        if rt and "runc" not in rt and (egress or netpolicy.group_settings(cfg, group).get("egress")
+                                         or cfg.egress) != "open":
+            warnings.warn(f"runtime={rt!r}: a sandbox with its own network stack (gVisor's runsc) may send "
+                          f"packets past the netguard's iptables rules; see SECURITY.md", stacklevel=2)
+        if self.engine.container(name) is not None:
+            raise self._exists(agent_id)
+        self._ensure_images(["agent", "netguard"] if image is None else ["netguard"], progress)
         engine = self.engine
         undo = _Undo(engine, [], [], [])
         try:
@@ -388,13 +424,21 @@ class Lab:
                     f"agent {agent_id} gets the Docker socket: it can control the whole engine "
                     f"(and so the host). Only do this for trusted work.", stacklevel=2)
                 volumes["/var/run/docker.sock"] = {"bind": "/var/run/docker.sock", "mode": "rw"}
+            policy = netpolicy.policy_for(self, group, net, egress, egress_allow)
+            guard = netpolicy.sidecar_spec(self, agent_id, group, net, policy)
+            undo.containers.append(guard.name)  # the sidecar owns the network namespace: it comes first
+            engine.create_container(guard)
+            netpolicy.wait_applied(engine, guard.name)
             spec = ContainerSpec(
-                name=name, image=cfg.image("agent"),
+                name=name, image=image or cfg.image("agent"),
                 labels=self._labels("container", role=n.AGENT_ROLE, agent=agent_id, group=group,
-                                    docker_socket="1" if socket else None),
-                network=net, aliases=[agent_id], hostname=agent_id,
+                                    docker_socket="1" if socket else None, egress=policy.mode,
+                                    netguard=guard.name),
+                network=f"container:{guard.name}",  # no network, hostname or capability of its own
                 user=cfg.agent_user, working_dir=WORKSPACE,
-                environment={**self._service_env(), **cfg.agent_env, **(env or {})},
+                environment={**self._service_env(), **cfg.agent_env, **(env or {}),
+                             **(hardening.READ_ONLY_ENV if ro else {})},
+                read_only=ro, tmpfs=dict(hardening.READ_ONLY_TMPFS) if ro else None, runtime=rt,
                 volumes=volumes,
                 mem_limit=str(mem) if mem is not None else None,
                 nano_cpus=int(cpu * 1e9) if cpu else None,
@@ -405,15 +449,24 @@ class Lab:
             undo.containers.append(name)  # before the call: an interrupted create is undone too
             info = engine.create_container(spec)
         except AlreadyExists as exc:  # Docker's names are unique: never a duplicate, whoever raced us
-            undo.containers.remove(name)
+            undo.containers.pop()  # the name that collided is the winner's, not ours
+            undo.networks.clear()  # network and volume are shared by name with the winner: keep them
+            undo.volumes.clear()
             undo.rollback()
-            raise AlreadyExists(f"agent {agent_id!r} already exists in lab {self.name!r}; use "
-                                f"lab.agent({agent_id!r}), or remove it first with lab.remove_agent({agent_id!r})"
-                                ) from exc
+            raise self._exists(agent_id) from exc
         except BaseException:
             undo.rollback()
             raise
         return Agent(self, info)
+
+    def _exists(self, agent_id: str) -> AlreadyExists:
+        return AlreadyExists(f"agent {agent_id!r} already exists in lab {self.name!r}; use lab.agent({agent_id!r}), "
+                             f"or remove it first with lab.remove_agent({agent_id!r})")
+
+    def egress(self, agent_id: str) -> netpolicy.EgressState:
+        """What the agent's netguard last reported: mode, self-check, unresolved names (`.text`: one line)."""
+        info = self.agent(agent_id).info
+        return netpolicy.state_of(self.engine, info, netpolicy.guard_of(self.engine, info))
 
     def agent(self, agent_id: str) -> "Agent":
         from .agents import Agent
@@ -433,6 +486,7 @@ class Lab:
         """Remove an agent's container; its workspace volume too when `volumes=True`."""
         self.agent(agent_id)  # NotFound with the list of agents
         self.engine.remove(n.container_name(self.name, n.AGENT_ROLE, agent_id), force=True)
+        self.engine.remove(netpolicy.sidecar_name(self.name, agent_id), force=True)  # after the agent: its netns
         if volumes:
             self.engine.remove_volume(n.workspace_volume(self.name, agent_id))
 
@@ -450,7 +504,8 @@ class Lab:
 
     def _not_found(self, target: str) -> NotFound:
         agents = [a.id for a in self.agents()]
-        others = [c.name for c in self.containers() if c.labels.get(n.ROLE) != n.AGENT_ROLE]
+        others = [c.name for c in self.containers()
+                  if c.labels.get(n.ROLE) not in (n.AGENT_ROLE, netpolicy.NETGUARD_ROLE)]
         return NotFound(
             f"no container {target!r} in lab {self.name!r}. "
             f"Agents: {', '.join(agents) or 'none (create one with lab.create_agent)'}; "
@@ -495,16 +550,23 @@ class Lab:
         self._lifecycle(target, self.engine.start)
 
     def stop(self, target: str) -> None:
-        self._lifecycle(target, lambda name: self.engine.stop(name, timeout=5))
+        self._lifecycle(target, lambda name: self.engine.stop(name, timeout=5), stop=True)
 
     def restart(self, target: str) -> None:
         self._lifecycle(target, lambda name: self.engine.restart(name, timeout=5))
 
-    def _lifecycle(self, target: str, action: Callable[[str], None]) -> None:
+    def _lifecycle(self, target: str, action: Callable[[str], None], stop: bool = False) -> None:
         name = self.container_name(target)
         info = self.engine.container(name)
         if info is None or info.labels.get(n.LAB) != self.name:
             raise self._not_found(target)
+        if stop:  # an agent first, then the netguard whose network namespace it uses
+            action(name)
+            guard = netpolicy.guard_of(self.engine, info)
+            if guard is not None and guard.running:
+                self.engine.stop(guard.name, timeout=5)
+            return
+        netpolicy.before_start(self.engine, info)  # an agent's netguard runs, its rules applied
         action(name)
 
     def enter_argv(self, target: str = "dev", shell: str = "bash", user: str | None = None) -> list[str]:
@@ -521,29 +583,128 @@ class Lab:
     def claude(self, agent_id: str, prompt: str, max_turns: int | None = None,
                model: "str | ScriptedModel | None" = None, allowed_tools: str | Iterable[str] | None = None,
                permission_mode: str | None = None, timeout: float | None = None, resume: str | None = None,
-               on_event: "Callable[[RunEvent], None] | None" = None) -> "RunResult":
+               on_event: "Callable[[RunEvent], None] | None" = None, record: bool | None = None) -> "RunResult":
         """Run Claude Code on `prompt` in the agent's workspace; events go to `on_event` as they come.
 
         `model` is a model name ("sonnet", "claude-...") or a ScriptedModel to talk to. Ctrl-C or
         `timeout` stop the CLI inside the container and return a "cancelled"/"timeout" result.
+        The run is recorded in the run store (`record=False`, or `record_runs = false`, does not).
         """
         return self.claude_stream(agent_id, prompt, max_turns=max_turns, model=model, allowed_tools=allowed_tools,
                                   permission_mode=permission_mode, timeout=timeout, resume=resume,
-                                  on_event=on_event).wait()
+                                  on_event=on_event, record=record).wait()
 
     def claude_stream(self, agent_id: str, prompt: str, max_turns: int | None = None,
                       model: "str | ScriptedModel | None" = None, allowed_tools: str | Iterable[str] | None = None,
                       permission_mode: str | None = None, timeout: float | None = None, resume: str | None = None,
-                      on_event: "Callable[[RunEvent], None] | None" = None) -> "Run":
+                      on_event: "Callable[[RunEvent], None] | None" = None, record: bool | None = None) -> "Run":
         """Start a Claude Code run; iterate it for typed events, `.result` at the end, `.cancel()` to stop."""
         from .claude import claude_stream
 
         return claude_stream(self, agent_id, prompt, max_turns=max_turns, model=model, allowed_tools=allowed_tools,
-                             permission_mode=permission_mode, timeout=timeout, resume=resume, on_event=on_event)
+                             permission_mode=permission_mode, timeout=timeout, resume=resume, on_event=on_event,
+                             record=record)
 
     def shell(self, agent_id: str, command: str | Iterable[str], timeout: float | None = None,
-              on_event: "Callable[[RunEvent], None] | None" = None) -> "RunResult":
+              on_event: "Callable[[RunEvent], None] | None" = None, record: bool | None = None) -> "RunResult":
         """Run a plain command in the agent's workspace as a recorded run (kind "shell": output, exit code, diff)."""
         from .claude import shell_stream
 
-        return shell_stream(self, agent_id, command, timeout=timeout, on_event=on_event).wait()
+        return shell_stream(self, agent_id, command, timeout=timeout, on_event=on_event, record=record).wait()
+
+    # -- resource stats (stats.py holds the readers and the sampler; these only delegate) -----
+    def stats(self, interval: float = 0.2, source: str = "auto") -> pd.DataFrame:
+        """One row per container of the lab: CPU %, memory, network, block I/O, pids, as docker stats means them.
+
+        CPU % is measured over `interval` seconds. `source` is "auto" (cgroup files where the engine is
+        local, else the stats API), "cgroup" or "api". Stopped containers are rows of zeros.
+        """
+        from .stats import snapshot
+
+        return snapshot(self, interval=interval, source=source)
+
+    def watch_stats(self, interval: float = 1.0, source: str = "auto",
+                    max_rows: int | None = 1_000_000) -> "StatsSampler":
+        """Sample the lab's containers every `interval` seconds in the background.
+
+        `.frame()` is the long-format DataFrame so far, `.latest()` the last sample, `.stop()` ends it
+        (or use it in a `with` block). Runs while it samples carry `RunResult.resources`.
+        """
+        from .stats import StatsSampler
+
+        return StatsSampler(self.engine, self.name, interval=interval, source=source, max_rows=max_rows)
+
+    def _run_resources(self, container: str, started_at: Any) -> dict[str, Any] | None:
+        """A run's peak memory and CPU seconds from a sampler running for this lab, else None (never raises)."""
+        from .stats import run_resources
+
+        try:
+            return run_resources(self.engine, self.name, container, started_at)
+        except Exception:  # noqa: BLE001 - a summary must never fail the run it describes
+            return None
+
+    # -- notebook panel (claude_lab.widgets; imported here, lazily: the core never needs ipywidgets) ----
+    def panel(self, refresh: float = 2.0, stats_interval: float = 2.0, window: float = 300.0) -> "LabPanel":
+        """A live panel for a notebook: containers with actions, an agent runner, CPU/memory charts.
+
+        Its parts refresh every `refresh` seconds on their own threads (the kernel stays free);
+        `panel.close()`, its × button, or the kernel shutting down stops them.
+        """
+        try:
+            from .widgets import LabPanel
+        except ImportError as exc:
+            raise LabError(f"lab.panel() needs the notebook extras ({exc}): "
+                           f"pip install 'claude-lab[notebook]'") from None
+        return LabPanel(self, refresh=refresh, stats_interval=stats_interval, window=window)
+
+    # -- run store: every run recorded, every run replayable (store.py, proxy.py, replay.py) -------
+    @property
+    def run_store(self) -> "RunStore":
+        """The project's run store (`run_store` setting, default .claude-lab/runs.sqlite), shared in this process."""
+        from .store import RunStore
+
+        path = Path(self.config.run_store).expanduser()
+        return RunStore.at(path if path.is_absolute() else self.config.project_dir / path)
+
+    def runs(self, agent: str | None = None, kind: str | None = None, status: str | None = None,
+             lab: str | None = None) -> pd.DataFrame:
+        """Every recorded run of the project, one row a run, oldest first (a run whose process died reads
+        "interrupted"); filter by agent, kind (claude/shell/exec), status or lab name."""
+        return self.run_store.frame(agent=agent, kind=kind, status=status, lab=lab)
+
+    def run(self, run_id: str) -> "RunResult":
+        """A recorded run as its `RunResult` (events, tool calls, diff...), from any process that recorded it."""
+        return self.run_store.result(run_id)
+
+    def export_run(self, run_id: str, path: str | os.PathLike) -> Path:
+        """Write a run (record, cassette, transcript, workspace snapshot) to a portable tar file; returns its path."""
+        return self.run_store.export_run(run_id, path)
+
+    def import_run(self, path: str | os.PathLike) -> "RunResult":
+        """Read a bundle written by `export_run` into this project's store (AlreadyExists if it is there)."""
+        return self.run_store.result(self.run_store.import_run(path))
+
+    def replay(self, run_id: str, *, keep: bool = False, timeout: float | None = None, prompt: str | None = None,
+               setup: "Callable[[str], Any] | None" = None, image: str | None = None, ignore: Iterable[str] = (),
+               on_event: "Callable[[RunEvent], None] | None" = None) -> "RunResult":
+        """Run a recorded run again and say whether it reproduced: a fresh agent from the recorded image,
+        the workspace restored at the start commit, the same command line, the model answered from the
+        cassette (no upstream, no key). Raises `ReplayDivergence` when the CLI's requests leave the recording.
+
+        `prompt` and `setup` (called with the replay agent's id once the workspace is restored) change
+        the replay on purpose, to see where it departs; `ignore` adds regexes that request matching
+        masks (volatile output of your own tools); `keep=True` leaves the replay agent running.
+        """
+        from .replay import replay
+
+        return replay(self, run_id, keep=keep, timeout=timeout, prompt=prompt, setup=setup, image=image,
+                      ignore=ignore, on_event=on_event)
+
+    def record_exec(self, target: str, command: str | Iterable[str], user: str | None = None,
+                    workdir: str | None = None, env: dict[str, str] | None = None, timeout: float | None = None,
+                    on_event: "Callable[[RunEvent], None] | None" = None) -> "RunResult":
+        """`exec` recorded as a run of kind "exec": any container (the dev container too), no workspace commits."""
+        from .store import record_exec
+
+        return record_exec(self, target, command, user=user, workdir=workdir, env=env, timeout=timeout,
+                           on_event=on_event)

@@ -237,6 +237,7 @@ class _Handler(BaseHTTPRequestHandler):
     # HTTP/1.1 so clients (the SDK's httpx, Node's undici) can keep connections alive; every
     # response therefore carries Content-Length or is chunked.
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # each SSE event goes out at once, not after the peer's delayed ACK
     server: _Server
 
     def setup(self) -> None:

@@ -10,12 +10,12 @@ from typing import Any, Iterable, Union
 from .events import AssistantMessage, Message, ResultMessage, ToolResultBlock, ToolUseBlock, UserMessage
 from .execution import OutputChunk
 
-STATUSES = ("success", "error", "max_turns", "timeout", "cancelled")
+STATUSES = ("success", "error", "max_turns", "timeout", "cancelled", "interrupted")  # interrupted: store only
 RunEvent = Union[Message, OutputChunk]
 
 _HTML_DIFF_LIMIT = 200_000
 _STATUS_COLOURS = {"success": "#2e7d32", "error": "#c62828", "max_turns": "#ef6c00",
-                   "timeout": "#ef6c00", "cancelled": "#757575"}
+                   "timeout": "#ef6c00", "cancelled": "#757575", "interrupted": "#757575"}
 
 
 @dataclass
@@ -105,6 +105,12 @@ class RunResult:
     error: str | None = None  # why it failed, when it did (the CLI's error, stderr's tail, git trouble)
     stderr: str = field(default="", repr=False)
     started_at: datetime | None = None
+    # peak_mem_bytes, cpu_seconds (and samples, interval, source, since, until) of the agent's container
+    # over the run, when a `lab.watch_stats()` sampler was running; else None
+    resources: dict | None = None
+    # run store (store.py/replay.py): the run this one replays, and whether its diff came out byte for byte
+    replay_of: str | None = None
+    reproduced: bool | None = None
 
     @property
     def ok(self) -> bool:
@@ -138,6 +144,11 @@ class RunResult:
                 facts.append(f"${self.cost_usd:.4f}")
         if self.exit_code is not None:
             facts.append(f"exit {self.exit_code}")
+        if self.resources:
+            facts.append(f"peak {self.resources['peak_mem_bytes'] / (1 << 20):,.0f} MiB, "
+                         f"{self.resources['cpu_seconds']:.1f} CPU-s")
+        if self.replay_of:
+            facts.append(f"replay of {self.replay_of}: " + ("reproduced" if self.reproduced else "not reproduced"))
         return facts
 
     def __repr__(self) -> str:

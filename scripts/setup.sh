@@ -43,6 +43,19 @@ if ! command -v psql >/dev/null || ! command -v redis-cli >/dev/null; then
   fi
 fi
 
+# The notebook's browser test (tests/test_browser.py): Debian's Chromium, driven by Playwright
+# (which cannot download browsers here), a font to render with, and `ip` for its private netns.
+if [ ! -x /usr/bin/chromium ] || ! command -v ip >/dev/null || [ ! -e /usr/share/fonts/truetype/dejavu ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing the browser test's chromium, fonts-dejavu-core and iproute2 (large, once)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq chromium fonts-dejavu-core iproute2 >/dev/null 2>&1 \
+      || { apt-get update -qq && apt-get install -y -qq chromium fonts-dejavu-core iproute2 >/dev/null; }
+  else
+    say "chromium not found: tests/test_browser.py will be skipped (install Debian's chromium to run it)"
+  fi
+fi
+
 # 4. CA certificates.
 user_config="${XDG_CONFIG_HOME:-$HOME/.config}/claude-lab/config.toml"
 if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then

@@ -172,7 +172,7 @@ def test_cleanup_touches_only_stopped_containers_of_this_lab(lab: Lab, engine: E
                                         labels={"purpose": "decoy"})
     try:
         removed = lab.cleanup(volumes=True)
-        assert removed["containers"] == [f"{lab.name}_stopped"]
+        assert removed["containers"] == [f"{lab.name}_stopped", f"{lab.name}_stopped_netguard"]  # + its firewall
         assert removed["volumes"] == [f"{lab.name}_stopped_workspace"]
         assert [a.id for a in lab.agents()] == ["running"]
         assert engine.api.inspect_container(decoy["Id"])["Id"] == decoy["Id"]
@@ -190,3 +190,17 @@ def test_a_new_process_finds_the_lab_from_labels(lab: Lab, engine: Engine):
 def test_engine_unavailable_says_how_to_start_one():
     with pytest.raises(EngineUnavailable, match="make setup.*DOCKER_HOST"):
         Engine(base_url="tcp://127.0.0.1:1")
+
+
+def test_concurrent_create_agent_in_a_new_lab_shares_one_network(lab: Lab, engine: Engine):
+    from concurrent.futures import ThreadPoolExecutor
+
+    # Separate Lab objects (as separate callers would have), all racing to make the lab network.
+    labs = [Lab(lab.config.project_dir, name=lab.name, engine=Engine()) for _ in range(6)]
+    with ThreadPoolExecutor(6) as pool:
+        agents = list(pool.map(lambda i: labs[i].create_agent(f"racer-{i}", progress=False), range(6)))
+    assert sorted(a.id for a in agents) == [f"racer-{i}" for i in range(6)]
+    nets = [n for n in engine.api.networks(names=[f"{lab.name}_net"]) if n["Name"] == f"{lab.name}_net"]
+    assert len(nets) == 1
+    for i in range(6):
+        assert lab.exec(f"racer-{i}", "true").ok

@@ -140,8 +140,9 @@ def test_cancel_from_another_thread_stops_claude_stream(lab: Lab):
 def test_ctrl_c_stops_claude_and_returns_a_cancelled_result(lab: Lab):
     lab.create_agent("agent-001", progress=False)
     marker = f"/tmp/started-{uuid.uuid4().hex[:8]}"
-    model = ScriptedModel([tool("Bash", command=LONG_TOOL.format(marker=marker)),  # each run is stopped in
-                           tool("Bash", command=LONG_TOOL.format(marker=marker + "-2"))])  # its first turn
+    # One model per run: a stopped CLI may still send one last request, which must not eat the next run's turn.
+    model = ScriptedModel([tool("Bash", command=LONG_TOOL.format(marker=marker))])
+    model2 = ScriptedModel([tool("Bash", command=LONG_TOOL.format(marker=marker + "-2"))])
     main = threading.main_thread().ident
     assert threading.current_thread().ident == main
 
@@ -160,7 +161,7 @@ def test_ctrl_c_stops_claude_and_returns_a_cancelled_result(lab: Lab):
 
         # Ctrl-C in the caller's own loop over claude_stream: leaving the `with` stops the run.
         with pytest.raises(KeyboardInterrupt):
-            with lab.claude_stream("agent-001", "again", model=model, timeout=90) as run:
+            with lab.claude_stream("agent-001", "again", model=model2, timeout=90) as run:
                 for event in run:
                     if isinstance(event, AssistantMessage) and any(isinstance(b, ToolUseBlock) for b in event.content):
                         poll(lambda: lab.exec("agent-001", ["test", "-f", marker + "-2"]).ok, timeout=60)
@@ -169,6 +170,7 @@ def test_ctrl_c_stops_claude_and_returns_a_cancelled_result(lab: Lab):
         assert leftovers(lab, "agent-001") == []
     finally:
         model.stop()
+        model2.stop()
 
 
 def test_unreachable_endpoint_and_bad_key_fail_fast_and_clearly(lab: Lab, tmp_path):

@@ -196,7 +196,8 @@ def test_remove_stop_and_cleanup(lab: Lab, engine: Engine):
     assert [(r["agent"], r["state"]) for r in rows] == [("keep", "exited")]
 
     removed = json.loads(ok(cli(lab, "cleanup", as_json=True)).stdout)
-    assert removed == {"containers": [f"{lab.name}_keep"], "networks": [f"{lab.name}_net"], "volumes": []}
+    assert removed == {"containers": [f"{lab.name}_keep", f"{lab.name}_keep_netguard"],  # + its firewall
+                       "networks": [f"{lab.name}_net"], "volumes": []}
     assert json.loads(ok(cli(lab, "status", as_json=True)).stdout) == []
     assert f"{lab.name}_keep_workspace" in volumes()
     # Nothing left to clean: an empty report, still exit 0.
@@ -235,7 +236,7 @@ def test_start_brings_up_healthy_services_then_stop(lab: Lab):
 def test_build_reports_images_up_to_date(lab: Lab):
     outcomes = json.loads(ok(cli(lab, "build", as_json=True)).stdout)
     assert [(o["image"], o["tag"], o["built"]) for o in outcomes] == [
-        (name, lab.config.image(name), False) for name in ("base", "dev", "agent", "postgres", "redis")]
+        (name, lab.config.image(name), False) for name in ("base", "dev", "agent", "postgres", "redis", "netguard")]
     proc = cli(lab, "build", "nope")
     assert proc.returncode == 4 and "no image named 'nope'" in flat(proc.stderr)
 
