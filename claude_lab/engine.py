@@ -321,6 +321,19 @@ class Engine:
             raise EngineUnavailable(f"lost the Docker engine at {self.base_url}: {ENGINE_HINT}. ({exc})") from exc
 
     def create_container(self, spec: ContainerSpec, start: bool = True) -> ContainerInfo:
+        """Create (and start) a container; retried when a racing creator briefly doubled a network."""
+        for attempt in range(4):
+            try:
+                return self._create_container(spec, start)
+            except LabError as exc:
+                if "is ambiguous" not in str(exc) or attempt == 3:
+                    raise
+                for net in [spec.network, *spec.extra_networks]:
+                    if not net.startswith("container:"):
+                        self.dedupe_network(net)
+        raise AssertionError("unreachable")
+
+    def _create_container(self, spec: ContainerSpec, start: bool = True) -> ContainerInfo:
         """Create (and start) a container on its networks; on any failure remove what was made."""
         hc = None
         if spec.healthcheck:
@@ -467,13 +480,22 @@ class Engine:
                 if exc.status_code == 409 or "already exists" in str(exc):
                     return False
                 raise LabError(f"could not create network {name}: {exc.explanation or exc}") from exc
-            same = [n for n in self.api.networks(names=[name]) if n["Name"] == name]
-            if len(same) > 1:
-                winner = min(same, key=lambda n: (n.get("Created", ""), n["Id"]))
-                if winner["Id"] != created.get("Id"):
-                    self.remove_network(created["Id"])
-                    return False
-            return True
+            return self.dedupe_network(name) == created.get("Id")
+
+    def dedupe_network(self, name: str) -> str | None:
+        """Keep one network of that name (oldest, then lowest id: every caller picks the same) and
+        remove the others, which racing creators have not used yet. Returns the survivor's id."""
+        same = [n for n in self.api.networks(names=[name]) if n["Name"] == name]
+        if not same:
+            return None
+        winner = min(same, key=lambda n: (n.get("Created", ""), n["Id"]))
+        for net in same:
+            if net["Id"] != winner["Id"]:
+                try:
+                    self.api.remove_network(net["Id"])
+                except docker.errors.APIError:
+                    pass  # already gone, or its creator is removing it
+        return winner["Id"]
 
     def ensure_network(self, name: str, labels: dict[str, str], internal: bool = False) -> bool:
         """Create the network unless it exists; True when it was created now."""
