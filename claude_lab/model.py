@@ -23,6 +23,7 @@ import errno
 import json
 import secrets
 import socket
+import sys
 import string
 import threading
 from dataclasses import dataclass, field
@@ -231,6 +232,12 @@ class _Server(ThreadingHTTPServer):
         self.connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
         super().__init__(address, _Handler)
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client hanging up (a stopped CLI) is normal: no traceback on stderr for it."""
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
