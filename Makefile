@@ -2,7 +2,7 @@
 VENV ?= .venv
 export VENV
 
-.PHONY: setup up test test-fast images down clean-test-labs bench
+.PHONY: setup up test images down bench
 
 setup:
 	@scripts/setup.sh
@@ -20,4 +20,4 @@ test: setup
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 bench: setup
-	$(VENV)/bin/python benchmarks/agent_start.py
+	for b in agent_start parallel_agents stats recording; do $(VENV)/bin/python benchmarks/$$b.py || exit 1; done
