@@ -18,18 +18,7 @@ import pytest
 from claude_lab import AuthenticationError, Lab, LabError, ModelUnreachable, RunResult, ScriptedModel
 from claude_lab.events import AssistantMessage, ResultMessage, SystemMessage, ToolUseBlock
 from claude_lab.naming import network_name
-from support import poll
-
-
-def tool(name: str, **tool_input) -> list[dict]:
-    return [{"type": "tool_use", "name": name, "input": tool_input}]
-
-
-def leftovers(lab: Lab, agent: str) -> list[str]:
-    """Processes of a run still alive in the agent: the CLI, or the tool it started."""
-    out = lab.exec(agent, ["ps", "-eo", "pid=,stat=,args="]).stdout
-    return [line for line in out.splitlines()
-            if ("claude" in line or "time.sleep" in line) and " Z" not in line]
+from support import leftovers, poll, tool
 
 
 def gateway(lab: Lab) -> str:

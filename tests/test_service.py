@@ -22,21 +22,10 @@ from claude_lab import InvalidName, Lab, LabError, ScriptedModel
 from claude_lab.events import AssistantMessage, ResultMessage, SystemMessage, ToolUseBlock
 from claude_lab.naming import network_name
 from claude_lab.service import AgentRunStream, ClaudeCodeDockerService, ExecutionResult
-from support import poll
+from support import leftovers, poll, tool
 
 AGENTS = 10
 LONG_TOOL = "touch {marker} && python3 -c 'import time; time.sleep(120)'"
-
-
-def tool(name: str, **tool_input) -> list[dict]:
-    return [{"type": "tool_use", "name": name, "input": tool_input}]
-
-
-def leftovers(lab: Lab, agent: str) -> list[str]:
-    """Processes of a run still alive in the agent: the CLI, or the tool it started."""
-    out = lab.exec(agent, ["ps", "-eo", "pid=,stat=,args="]).stdout
-    return [line for line in out.splitlines()
-            if ("claude" in line or "time.sleep" in line) and " Z" not in line]
 
 
 class Heartbeat:
