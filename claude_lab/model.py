@@ -23,15 +23,14 @@ import errno
 import json
 import secrets
 import socket
-import sys
 import string
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator, Mapping, Sequence, Union
 from urllib.parse import urlsplit
 
 from .errors import LabError, PortInUse
+from .serving import LabHTTPServer, StreamingHandler, serve_in_background, shutdown
 
 __all__ = ["ScriptedModel", "ModelRequest", "ScriptError", "DONE_TEXT", "SIDE_TEXT"]
 
@@ -222,43 +221,14 @@ class _Reply:
         yield "message_stop", {"type": "message_stop"}
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
+class _Server(LabHTTPServer):
     def __init__(self, address: tuple[str, int], model: ScriptedModel, family: int):
-        self.address_family = family
         self.model = model
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        """A client hanging up (a stopped CLI) is normal: no traceback on stderr for it."""
-        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
-            return
-        super().handle_error(request, client_address)
+        super().__init__(address, _Handler, family)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    # HTTP/1.1 so clients (the SDK's httpx, Node's undici) can keep connections alive; every
-    # response therefore carries Content-Length or is chunked.
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # each SSE event goes out at once, not after the peer's delayed ACK
+class _Handler(StreamingHandler):
     server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        with self.server.connections_lock:
-            self.server.connections.add(self.connection)
-
-    def finish(self) -> None:
-        with self.server.connections_lock:
-            self.server.connections.discard(self.connection)
-        super().finish()
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
-        pass  # requests are recorded in `ScriptedModel.requests`; stderr noise helps nobody
 
     def do_GET(self) -> None:
         self.server.model._handle(self, "GET")
@@ -373,11 +343,7 @@ class ScriptedModel:
                 f"cannot serve the scripted model on {self.host}:{self._requested_port}: {e.strerror or e}; "
                 "is that an address of this machine?"
             ) from e
-        thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"scripted-model-{server.server_address[1]}",
-            daemon=True,
-        )
-        thread.start()
+        thread = serve_in_background(server, f"scripted-model-{server.server_address[1]}")
         self._server, self._thread = server, thread
         return self
 
@@ -387,17 +353,7 @@ class ScriptedModel:
         if server is None:
             return
         self._server = self._thread = None
-        server.shutdown()
-        server.server_close()
-        with server.connections_lock:
-            open_connections = list(server.connections)
-        for conn in open_connections:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        if thread is not None:
-            thread.join(timeout=5)
+        shutdown(server, thread)
 
     def __enter__(self) -> ScriptedModel:
         return self.start()

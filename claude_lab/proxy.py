@@ -27,12 +27,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
-import sys
 import threading
 import time
 import zlib
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import urlsplit
 
@@ -40,6 +38,7 @@ import requests
 import requests.utils
 
 from .errors import LabError
+from .serving import LabHTTPServer, StreamingHandler, serve_in_background, shutdown
 
 __all__ = ["Exchange", "Reply", "ModelProxy", "request_kind", "probe_upstream", "REDACTED"]
 
@@ -224,43 +223,14 @@ def probe_upstream(url: str, timeout: float = 3.0) -> str | None:
     return None
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
+class _Server(LabHTTPServer):
     def __init__(self, address: tuple[str, int], proxy: "ModelProxy", family: int):
-        self.address_family = family
         self.proxy = proxy
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        """A client hanging up (a stopped CLI) is normal: no traceback on stderr for it."""
-        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
-            return
-        super().handle_error(request, client_address)
+        super().__init__(address, _Handler, family)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive for the CLI's client: every response has a length or is chunked
-    # TCP_NODELAY: each streamed chunk leaves at once. With Nagle, a small write waits for the ACK of the
-    # previous one, which a client delays up to 40 ms: a stall per event (measured: 45 ms vs 3 ms a request).
-    disable_nagle_algorithm = True
+class _Handler(StreamingHandler):
     server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        with self.server.connections_lock:
-            self.server.connections.add(self.connection)
-
-    def finish(self) -> None:
-        with self.server.connections_lock:
-            self.server.connections.discard(self.connection)
-        super().finish()
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
-        pass  # every exchange goes to the cassette; stderr noise helps nobody
 
     def do_GET(self) -> None:
         self.server.proxy._handle(self, "GET")
@@ -348,9 +318,7 @@ class ModelProxy:
         except OSError as exc:
             raise LabError(f"cannot serve the model proxy on {self.host}:{self._requested_port}: "
                            f"{exc.strerror or exc}; is that an address of this machine?") from exc
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                  name=f"model-proxy-{server.server_address[1]}", daemon=True)
-        thread.start()
+        thread = serve_in_background(server, f"model-proxy-{server.server_address[1]}")
         self._server, self._thread = server, thread
         return self
 
@@ -360,17 +328,7 @@ class ModelProxy:
         if server is None:
             return
         self._server = self._thread = None
-        server.shutdown()
-        server.server_close()
-        with server.connections_lock:
-            open_connections = list(server.connections)
-        for conn in open_connections:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        if thread is not None:
-            thread.join(timeout=5)
+        shutdown(server, thread)
 
     def __enter__(self) -> "ModelProxy":
         return self.start()

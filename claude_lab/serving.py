@@ -1,0 +1,72 @@
+"""Background HTTP servers of the lab (ScriptedModel, the recording proxy).
+
+Both serve the Claude Code CLI: HTTP/1.1 keep-alive, streamed responses that must leave at once
+(TCP_NODELAY), and a stop that drops open connections so clients fail fast instead of hanging.
+"""
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class LabHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], family: int):
+        self.address_family = family
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client hanging up (a stopped CLI) is normal: no traceback on stderr for it."""
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+            return
+        super().handle_error(request, client_address)
+
+
+class StreamingHandler(BaseHTTPRequestHandler):
+    # HTTP/1.1 so clients (the SDK's httpx, Node's undici) keep connections alive: every response
+    # carries Content-Length or is chunked. TCP_NODELAY: with Nagle a small write waits for the
+    # ACK of the previous one, which a client delays up to 40 ms -- a stall per streamed event.
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server: LabHTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.connections_lock:
+            self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.connections_lock:
+            self.server.connections.discard(self.connection)
+        super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        pass  # the owners record what matters; stderr noise helps nobody
+
+
+def serve_in_background(server: LabHTTPServer, name: str) -> threading.Thread:
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def shutdown(server: LabHTTPServer, thread: threading.Thread | None) -> None:
+    """Stop serving and drop open connections."""
+    server.shutdown()
+    server.server_close()
+    with server.connections_lock:
+        open_connections = list(server.connections)
+    for conn in open_connections:
+        try:
+            conn.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    if thread is not None:
+        thread.join(timeout=5)
