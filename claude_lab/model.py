@@ -224,31 +224,11 @@ class _Reply:
 class _Server(LabHTTPServer):
     def __init__(self, address: tuple[str, int], model: ScriptedModel, family: int):
         self.model = model
-        super().__init__(address, _Handler, family)
+        super().__init__(address, _Handler, family, model)
 
 
 class _Handler(StreamingHandler):
     server: _Server
-
-    def do_GET(self) -> None:
-        self.server.model._handle(self, "GET")
-
-    def do_POST(self) -> None:
-        self.server.model._handle(self, "POST")
-
-    def read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            data = b""
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return data
-                data += self.rfile.read(size)
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
 
     def send_json(self, status: int, payload: Any, request_id: str) -> None:
         data = json.dumps(payload, ensure_ascii=False).encode()

@@ -226,17 +226,11 @@ def probe_upstream(url: str, timeout: float = 3.0) -> str | None:
 class _Server(LabHTTPServer):
     def __init__(self, address: tuple[str, int], proxy: "ModelProxy", family: int):
         self.proxy = proxy
-        super().__init__(address, _Handler, family)
+        super().__init__(address, _Handler, family, proxy)
 
 
 class _Handler(StreamingHandler):
     server: _Server
-
-    def do_GET(self) -> None:
-        self.server.proxy._handle(self, "GET")
-
-    def do_POST(self) -> None:
-        self.server.proxy._handle(self, "POST")
 
     def do_PUT(self) -> None:
         self.server.proxy._handle(self, "PUT")
@@ -246,20 +240,6 @@ class _Handler(StreamingHandler):
 
     def do_DELETE(self) -> None:
         self.server.proxy._handle(self, "DELETE")
-
-    def read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            parts: list[bytes] = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(parts)
-                parts.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
 
     def start_response(self, status: int, headers: dict[str, str], length: int | None) -> None:
         self.send_response(status)

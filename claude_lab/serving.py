@@ -16,8 +16,10 @@ class LabHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], family: int):
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], family: int,
+                 owner: Any):
         self.address_family = family
+        self.owner = owner  # has `_handle(handler, method)`: the ScriptedModel or the ModelProxy
         self.connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
         super().__init__(address, handler)
@@ -49,6 +51,27 @@ class StreamingHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         pass  # the owners record what matters; stderr noise helps nobody
+
+    def do_GET(self) -> None:
+        self.server.owner._handle(self, "GET")
+
+    def do_POST(self) -> None:
+        self.server.owner._handle(self, "POST")
+
+    def read_body(self) -> bytes:
+        """The request body, whether sent with Content-Length or chunked (Node's fetch does both)."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            parts: list[bytes] = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(parts)
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
 
 
 def serve_in_background(server: LabHTTPServer, name: str) -> threading.Thread:
