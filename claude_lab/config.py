@@ -18,6 +18,7 @@ from .naming import lab_name_from_folder, validate_label
 from .netpolicy import DEFAULT_ALLOW, DEFAULT_EGRESS, DEFAULT_REFRESH, check_settings
 
 ENV_PREFIX = "CLAUDE_LAB_"
+BACKENDS = ("local", "swarm")
 CONFIG_FILE = "claude-lab.toml"
 
 
@@ -58,6 +59,14 @@ class LabConfig:
     # Dev container.
     dev_memory: str | None = None
     dev_cpus: float | None = None
+    # Where the lab runs (engine/): "local" is one engine (the socket or DOCKER_HOST); "swarm" a Docker
+    # Swarm through one of its managers (docs/scale-out.md). Unset swarm keys come from the manager
+    # node's labels claude-lab.registry / claude-lab.model-host, as `claude-lab swarm-sim up` sets them.
+    backend: str = "local"
+    swarm_manager: str | None = None  # the manager's engine URL; else DOCKER_HOST, else the local socket
+    registry: str | None = None  # host:port the nodes pull the lab's images from (lab.build() pushes there)
+    model_host: str | None = None  # an address of this machine that containers on every node reach
+    node_engines: dict[str, str] = field(default_factory=dict)  # node hostname or id -> engine URL
     # Waiting.
     health_timeout: float = 120.0
     # Model endpoint for `lab.claude` (a ScriptedModel is a `Lab(model=...)` keyword, not a setting).
@@ -84,6 +93,9 @@ class LabConfig:
         self.ca_certs = [str(Path(p).expanduser()) for p in self.ca_certs]
         if isinstance(self.egress_allow, str):
             self.egress_allow = self.egress_allow.split()
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend={self.backend!r}: use one of {', '.join(BACKENDS)} "
+                              f"(\"swarm\" runs agents on a Docker Swarm, docs/scale-out.md)")
         check_settings(self)
 
     @property

@@ -44,7 +44,7 @@ def run_checks(lab: "Lab") -> list[Check]:
     if has_base:
         builder = ImageBuilder(engine, lab.config)
         try:
-            stale = [name for name, spec in BY_NAME.items() if not builder.up_to_date(spec)]
+            stale = [name for name, spec in BY_NAME.items() if not spec.optional and not builder.up_to_date(spec)]
             checks.append(Check("images", not stale,
                                 "all built and up to date" if not stale else f"to build: {', '.join(stale)}",
                                 "" if not stale else "run `claude-lab build` (or `claude-lab start`, which builds)"))

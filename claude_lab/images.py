@@ -29,6 +29,7 @@ class ImageSpec:
     name: str
     parent: str | None  # another lab image, or None for the configured base image
     purpose: str
+    optional: bool = False  # built only when named (e.g. by `claude-lab swarm-sim up`), never by default
 
 
 IMAGES: tuple[ImageSpec, ...] = (
@@ -38,8 +39,11 @@ IMAGES: tuple[ImageSpec, ...] = (
     ImageSpec("postgres", "base", "Debian's PostgreSQL"),
     ImageSpec("redis", "base", "Debian's redis-server"),
     ImageSpec("netguard", "base", "per-agent egress firewall sidecar: iptables, ip6tables, ipset"),
+    ImageSpec("swarm-worker", "base", "swarm sim node: Docker-in-Docker engine joining the host's swarm", True),
+    ImageSpec("registry", "base", "Debian's docker-registry, no auth: the swarm sim's image registry", True),
 )
 BY_NAME = {spec.name: spec for spec in IMAGES}
+DEFAULT_IMAGES = tuple(spec.name for spec in IMAGES if not spec.optional)  # what a build without names builds
 
 
 @dataclass(frozen=True)
@@ -143,7 +147,7 @@ class ImageBuilder:
     def build(self, names: Iterable[str] | None = None, force: bool = False,
               progress: Callable[[BuildEvent], None] | None = None) -> list[BuildOutcome]:
         emit = progress or (lambda event: None)
-        specs = order(names or BY_NAME)
+        specs = order(names or DEFAULT_IMAGES)
         outcomes = []
         for spec in specs:
             tag, digest = self.tag(spec.name), self.content_hash(spec)

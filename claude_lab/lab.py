@@ -19,7 +19,7 @@ import pandas as pd
 from . import hardening, netpolicy
 from . import naming as n
 from .config import LabConfig
-from .engine import ContainerInfo, ContainerSpec, Engine
+from .engine import ContainerInfo, ContainerSpec, Engine, connect
 from .errors import AlreadyExists, LabError, LabTimeout, NotFound, PortInUse
 from .execution import DEFAULT_MAX_OUTPUT, ExecResult, ExecStream
 from .images import BuildEvent, BuildOutcome, ImageBuilder, TqdmProgress
@@ -28,13 +28,15 @@ from .ports import port_free, port_holder
 if TYPE_CHECKING:
     from .agents import Agent
     from .claude import Run
+    from .engine.swarm import SwarmEngine
     from .model import ScriptedModel
     from .runs import RunEvent, RunResult
     from .store import RunStore
     from .stats import StatsSampler
     from .widgets import LabPanel
 
-STATUS_COLUMNS = ["name", "role", "state", "health", "image", "ports", "created", "agent", "group", "egress"]
+STATUS_COLUMNS = ["name", "role", "state", "health", "image", "ports", "created", "agent", "group", "egress",
+                  "node"]
 WORKSPACE = "/workspace"
 SERVICE_IMAGES = ("dev", "postgres", "redis", "agent")
 
@@ -125,11 +127,13 @@ class Lab:
 
     # -- plumbing ------------------------------------------------------------------------
     @property
-    def engine(self) -> Engine:
+    def engine(self) -> "Engine | SwarmEngine":
         if self._engine is None:
             with _ENGINE_LOCK:  # threads (the async service, panels) share one connection
                 if self._engine is None:
-                    self._engine = Engine()
+                    c = self.config
+                    self._engine = connect(c.backend, manager_url=c.swarm_manager, registry=c.registry,
+                                           model_host=c.model_host, node_engines=c.node_engines)
         return self._engine
 
     def __repr__(self) -> str:
@@ -164,6 +168,7 @@ class Lab:
         else:
             reporter = progress
         outcomes = ImageBuilder(self.engine, self.config).build(images, force=force, progress=reporter)
+        self.engine.publish([o.tag for o in outcomes])  # a swarm's nodes pull them from its registry
         self._images_checked.update(o.image for o in outcomes)
         return outcomes
 
@@ -370,6 +375,7 @@ class Lab:
                 "created": pd.Timestamp(c.created) if c.created else pd.NaT,
                 "agent": c.labels.get(n.AGENT),
                 "group": c.labels.get(n.GROUP),
+                "node": c.labels.get(n.NODE),  # the swarm node running it (None on one engine)
             })
         return pd.DataFrame(rows, columns=STATUS_COLUMNS)
 
@@ -426,9 +432,6 @@ class Lab:
                 volumes["/var/run/docker.sock"] = {"bind": "/var/run/docker.sock", "mode": "rw"}
             policy = netpolicy.policy_for(self, group, net, egress, egress_allow)
             guard = netpolicy.sidecar_spec(self, agent_id, group, net, policy)
-            undo.containers.append(guard.name)  # the sidecar owns the network namespace: it comes first
-            engine.create_container(guard)
-            netpolicy.wait_applied(engine, guard.name)
             spec = ContainerSpec(
                 name=name, image=image or cfg.image("agent"),
                 labels=self._labels("container", role=n.AGENT_ROLE, agent=agent_id, group=group,
@@ -446,10 +449,13 @@ class Lab:
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges:true"],
             )
-            undo.containers.append(name)  # before the call: an interrupted create is undone too
-            info = engine.create_container(spec)
+            # The sidecar and the agent share one network namespace; its rules are checked before the
+            # agent runs anything. Both noted before the call: an interrupted create is undone too.
+            undo.containers += [guard.name, name]
+            wait = netpolicy.APPLY_TIMEOUT * (1 if engine.pods_anchor_first else 2)  # a node may pull its image first
+            info = engine.create_pod(guard, spec, ready=lambda: netpolicy.wait_applied(engine, guard.name, wait))
         except AlreadyExists as exc:  # Docker's names are unique: never a duplicate, whoever raced us
-            undo.containers.pop()  # the name that collided is the winner's, not ours
+            undo.containers = [c for c in undo.containers if c != name]  # that name is the winner's, not ours
             undo.networks.clear()  # network and volume are shared by name with the winner: keep them
             undo.volumes.clear()
             undo.rollback()
@@ -568,6 +574,7 @@ class Lab:
             return
         netpolicy.before_start(self.engine, info)  # an agent's netguard runs, its rules applied
         action(name)
+        netpolicy.after_start(self.engine, info)  # (a swarm re-attaches the netguard to the new task)
 
     def enter_argv(self, target: str = "dev", shell: str = "bash", user: str | None = None) -> list[str]:
         """The command line of an interactive shell in a container (used by `claude-lab enter`)."""

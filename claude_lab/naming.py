@@ -21,6 +21,7 @@ CONTENT_HASH = f"{PREFIX}.content-hash"
 IMAGE_NAME = f"{PREFIX}.image"
 PROJECT = f"{PREFIX}.project"
 DOCKER_SOCKET = f"{PREFIX}.docker-socket"
+NODE = f"{PREFIX}.node"  # set by the swarm backend on what it reports: the node running the container
 
 # Roles of a lab's containers.
 DEV, POSTGRES, REDIS, AGENT_ROLE = "dev", "postgres", "redis", "agent"

@@ -344,6 +344,8 @@ def host_addresses(engine: "Engine") -> list[str]:
 
 def dns_servers(engine: "Engine") -> list[str]:
     """Where Docker's embedded DNS forwards (the engine host's resolv.conf); empty when unknown."""
+    if engine.backend == "swarm":
+        return list(engine.upstream_dns)  # type: ignore[attr-defined]
     if not engine.is_local:
         return []
     try:
@@ -496,8 +498,11 @@ def state_of(engine: "Engine", agent: "ContainerInfo", sidecar: "ContainerInfo |
     if sidecar is None:
         return EgressState(agent_id, mode, "missing")
     result = last_result(engine, sidecar.name) if sidecar.running else {}
-    stale = bool(agent.running and sidecar.running and agent.started_at and sidecar.started_at
-                 and sidecar.started_at > agent.started_at)
+    if sidecar.network_mode.startswith("container:"):  # a swarm pod: the sidecar joined the agent's task
+        stale = bool(agent.running and sidecar.running and sidecar.network_mode != f"container:{agent.id}")
+    else:
+        stale = bool(agent.running and sidecar.running and agent.started_at and sidecar.started_at
+                     and sidecar.started_at > agent.started_at)
     return EgressState(agent_id, mode or sidecar.labels.get(EGRESS_LABEL), sidecar.state, result, stale)
 
 
@@ -532,7 +537,8 @@ def wait_applied(engine: "Engine", sidecar: str, timeout: float = APPLY_TIMEOUT)
 
 def guard_of(engine: "Engine", agent: "ContainerInfo") -> "ContainerInfo | None":
     """An agent's netguard sidecar, or None for an agent made without one."""
-    if agent.labels.get(n.ROLE) != n.AGENT_ROLE or not agent.network_mode.startswith("container:"):
+    if agent.labels.get(n.ROLE) != n.AGENT_ROLE or not (agent.network_mode.startswith("container:")
+                                                        or agent.labels.get(NETGUARD_LABEL)):
         return None
     return engine.container(sidecar_name(agent.labels[n.LAB], agent.labels[n.AGENT]))
 
@@ -540,6 +546,8 @@ def guard_of(engine: "Engine", agent: "ContainerInfo") -> "ContainerInfo | None"
 def before_start(engine: "Engine", agent: "ContainerInfo") -> str | None:
     """Before an agent (re)starts: its sidecar must run with its rules applied, since the agent joins
     the sidecar's network namespace. Returns the sidecar's name (None: the agent has none)."""
+    if not engine.pods_anchor_first:
+        return None  # the engine attaches the sidecar to the agent's new task: after_start checks it
     guard = guard_of(engine, agent)
     if guard is None:
         return None
@@ -547,6 +555,15 @@ def before_start(engine: "Engine", agent: "ContainerInfo") -> str | None:
         engine.start(guard.name)
     wait_applied(engine, guard.name)
     return guard.name
+
+
+def after_start(engine: "Engine", agent: "ContainerInfo") -> None:
+    """On a swarm the sidecar comes after the agent's task: wait for its rules like create_agent does."""
+    if engine.pods_anchor_first:
+        return
+    guard = guard_of(engine, agent)
+    if guard is not None:
+        wait_applied(engine, guard.name)
 
 
 def allow_endpoint(lab: "Lab", agent_id: str, url: str | None) -> bool:

@@ -67,6 +67,32 @@ def lab_factory(tmp_path: Path, engine: Engine, images: None):
         lab.destroy(volumes=True)
 
 
+@pytest.fixture(scope="session")
+def swarm_sim(engine: Engine):
+    """A real swarm for the session: the host engine as manager plus two Docker-in-Docker workers.
+
+    Named `pytest-sim-<hex>` with its registry on a free port; removed at the end of the session
+    (leaving the swarm if the sim made it), and the teardown fails if anything labelled with its
+    name is left.
+    """
+    from claude_lab.swarmsim import sim_down, sim_up
+
+    name = f"pytest-sim-{uuid.uuid4().hex[:6]}"
+    try:
+        yield sim_up(2, name=name, registry_port=free_port(), engine=engine)
+    finally:
+        removed = sim_down(name, force=True, engine=engine)
+        label = {"label": f"claude-lab.sim={name}"}
+        api = engine.api
+        # A sim that made the swarm while another sim (a parallel session) still uses it hands the
+        # swarm over and keeps its network (the manager's address); the heir removes it when it leaves.
+        kept = {removed["kept_network"]} if removed.get("kept_network") else set()
+        left = ([c["Names"][0] for c in api.containers(all=True, filters=label)]
+                + [v["Name"] for v in api.volumes(filters=label).get("Volumes") or []]
+                + [n["Name"] for n in api.networks(filters=label) if n["Name"] not in kept])
+        assert not left, f"swarm sim {name} left behind: {left}"
+
+
 def leftovers(engine: Engine) -> list[str]:
     api = engine.api
     found = []

@@ -45,27 +45,6 @@ def test_workspace_volume_survives_removal_down_and_cleanup(lab: Lab):
     assert lab.exec("keeper", "cat /workspace/notes.txt").exit_code != 0
 
 
-def test_groups_are_isolated_but_reach_the_services(lab: Lab):
-    lab.up(progress=False)
-    lab.create_agent("a1", group="g1", progress=False)
-    lab.create_agent("a2", group="g2", progress=False)
-    lab.create_agent("a3", group="g1", progress=False)
-    assert {a.id: a.group for a in lab.agents()} == {"a1": "g1", "a2": "g2", "a3": "g1"}
-    assert [a.id for a in lab.agents(group="g1")] == ["a1", "a3"]
-    for agent in ("a2", "a3"):
-        lab.exec(agent, "nohup python3 -m http.server 8000 >/dev/null 2>&1 &").check()
-        poll(lambda: lab.exec(agent, "python3 -c \"import socket; socket.create_connection(('127.0.0.1', 8000), 1)\"").ok)
-    probe = ("python3 -c \"import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 2); "
-             "print('open')\" {} {}")
-    assert lab.exec("a1", probe.format("a3", 8000)).stdout == "open\n"  # same group
-    assert lab.exec("a1", probe.format("a2", 8000)).exit_code != 0  # other group: no name
-    a2_ip = next(iter(lab.agent("a2").info.ip_addresses.values()))
-    assert lab.exec("a1", probe.format(a2_ip, 8000)).exit_code != 0  # nor by address
-    for agent in ("a1", "a2"):
-        assert lab.exec(agent, probe.format("postgres", 5432)).stdout == "open\n"
-        assert lab.exec(agent, probe.format("redis", 6379)).stdout == "open\n"
-
-
 def test_exec_result_stderr_exit_code_env_user_workdir(lab: Lab):
     lab.create_agent("runner", progress=False)
     res = lab.exec("runner", "echo out; echo err >&2; exit 3")

@@ -17,7 +17,7 @@ from claude_lab.engine import Engine
 from claude_lab.images import BY_NAME, IMAGES, PACKAGE_IMAGES, BuildEvent, ImageBuilder
 from claude_lab.naming import CONTENT_HASH
 
-ALL = [spec.name for spec in IMAGES]  # base dev agent postgres redis
+ALL = [spec.name for spec in IMAGES if not spec.optional]  # what a build without names builds
 BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 CA_ENV = ("NODE_EXTRA_CA_CERTS", "PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "GIT_SSL_CAINFO")
 
@@ -26,7 +26,7 @@ CA_ENV = ("NODE_EXTRA_CA_CERTS", "PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FIL
 
 def hashes(engine: Engine, cfg: LabConfig) -> dict[str, str]:
     builder = ImageBuilder(engine, cfg)  # a new builder: content_hash caches per instance
-    return {spec.name: builder.content_hash(spec) for spec in IMAGES}
+    return {spec.name: builder.content_hash(spec) for spec in IMAGES if not spec.optional}
 
 
 def config(tmp_path: Path, **overrides) -> LabConfig:

@@ -11,14 +11,14 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import docker
 import docker.errors
 import requests.exceptions
 from docker.types import Healthcheck
 
-from .errors import AlreadyExists, EngineUnavailable, LabError, NotFound
+from ..errors import AlreadyExists, EngineUnavailable, LabError, NotFound
 
 ENGINE_HINT = (
     "start one with `make setup` (installs docker.io and starts dockerd on Debian), "
@@ -238,6 +238,9 @@ def _stats_reading(raw: dict[str, Any]) -> StatsReading:
 class Engine:
     """A connection to one Docker engine (the local socket, or DOCKER_HOST)."""
 
+    backend = "local"
+    pods_anchor_first = True  # create_pod: the anchor owns the network namespace, the member joins it
+
     def __init__(self, base_url: str | None = None, timeout: int = 120):
         try:
             if base_url:
@@ -388,6 +391,25 @@ class Engine:
             raise
         attrs = self.api.inspect_container(cid)
         return _info(attrs, self._owner(attrs))
+
+    def create_pod(self, anchor: ContainerSpec, member: ContainerSpec, ready: Callable[[], Any]) -> ContainerInfo:
+        """Two containers in one network namespace: the anchor first, `ready()`, then the member joining it.
+
+        The caller notes both names for undo before calling (an interrupted call is undone too).
+        """
+        self.create_container(anchor)
+        ready()
+        return self.create_container(member)
+
+    def publish(self, refs: list[str]) -> dict[str, str]:
+        """Nothing to do: this engine's containers use its own images."""
+        return {ref: ref for ref in refs}
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """This engine as the only node (the swarm backend lists its nodes the same way)."""
+        info = self.info()
+        return [{"id": info.get("ID", ""), "hostname": info.get("Name", ""), "role": "engine", "state": "ready",
+                 "availability": "active", "address": "", "engine": self.base_url, "labels": {}}]
 
     def start(self, name: str) -> None:
         self._call(self.api.start, name, what=f"container {name}")

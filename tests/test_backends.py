@@ -1,0 +1,167 @@
+"""The core on both backends: one Docker engine, and a real multi-node Swarm (2 Docker-in-Docker workers).
+
+The same tests run against each (`backend_lab` is parametrized); the swarm-only ones cover what a
+single engine has no notion of: placement on several nodes, pinning, and a node going down.
+"""
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from claude_lab import Lab, LabError, ScriptedModel
+from claude_lab.engine import Engine
+from claude_lab.engine.swarm import SwarmEngine
+from claude_lab.swarmsim import start_worker, stop_worker
+from conftest import TEST_PREFIX, free_port
+from support import poll, tool
+
+PROBE = ("python3 -c \"import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 2); "
+         "print('open')\" {} {}")
+
+
+@pytest.fixture(scope="session")
+def swarm_engine(swarm_sim) -> SwarmEngine:
+    engine = SwarmEngine(registry=swarm_sim.registry, model_host=swarm_sim.model_host)
+    yield engine
+    left = [c.name for c in engine.containers({"claude-lab.lab": None}) if c.labels["claude-lab.lab"].startswith(
+        TEST_PREFIX)]
+    for name in left:
+        engine.remove(name, force=True)
+    assert not left, f"swarm tests left behind: {left}"
+
+
+def _swarm_lab(tmp_path: Path, swarm_engine: SwarmEngine, sim) -> Lab:
+    project = tmp_path / "project"
+    project.mkdir(exist_ok=True)
+    return Lab(project, name=f"{TEST_PREFIX}{uuid.uuid4().hex[:8]}", engine=swarm_engine, backend="swarm",
+               registry=sim.registry, model_host=sim.model_host,
+               postgres_port=free_port(), redis_port=free_port())
+
+
+@pytest.fixture(params=["local", "swarm"])
+def backend_lab(request, tmp_path: Path, engine: Engine, images: None):
+    if request.param == "local":
+        project = tmp_path / "project"
+        project.mkdir()
+        lab = Lab(project, name=f"{TEST_PREFIX}{uuid.uuid4().hex[:8]}", engine=engine,
+                  postgres_port=free_port(), redis_port=free_port())
+    else:
+        lab = _swarm_lab(tmp_path, request.getfixturevalue("swarm_engine"), request.getfixturevalue("swarm_sim"))
+    yield lab
+    lab.destroy(volumes=True)
+
+
+@pytest.fixture
+def swarm_lab(tmp_path: Path, images: None, swarm_engine: SwarmEngine, swarm_sim):
+    lab = _swarm_lab(tmp_path, swarm_engine, swarm_sim)
+    yield lab
+    lab.destroy(volumes=True)
+
+
+def _nodes(lab: Lab) -> dict[str, str]:
+    return {row.agent: row.node for row in lab.status().itertuples() if row.role == "agent"}
+
+
+# -- both backends ------------------------------------------------------------------------------------
+def test_agents_exec_groups_and_services(backend_lab: Lab):
+    lab = backend_lab
+    lab.up(progress=False)
+    for agent, group in (("a1", "g1"), ("a2", "g2"), ("a3", "g1")):
+        lab.create_agent(agent, group=group, progress=False)
+    assert {a.id: a.group for a in lab.agents()} == {"a1": "g1", "a2": "g2", "a3": "g1"}
+    out = lab.exec("a1", "id -u; hostname; grep CapEff /proc/self/status").check().stdout.split()
+    assert out[:2] == ["1000", "a1"] and out[-1] == "0000000000000000"
+    for agent in ("a2", "a3"):
+        lab.exec(agent, "nohup python3 -m http.server 8000 >/dev/null 2>&1 &").check()
+        poll(lambda: lab.exec(agent, PROBE.format("127.0.0.1", 8000)).ok, timeout=30)
+    assert lab.exec("a1", PROBE.format("a3", 8000)).stdout == "open\n"  # same group, on any node
+    assert lab.exec("a1", PROBE.format("a2", 8000)).exit_code != 0  # other group: no name
+    a2_ip = next(iter(lab.agent("a2").info.ip_addresses.values()))
+    assert lab.exec("a1", PROBE.format(a2_ip, 8000)).exit_code != 0  # nor by address
+    for agent in ("a1", "a2"):
+        assert lab.exec(agent, PROBE.format("postgres", 5432)).stdout == "open\n"
+        assert lab.exec(agent, PROBE.format("redis", 6379)).stdout == "open\n"
+    status = lab.status().set_index("agent")
+    assert all(status.loc[a, "egress"].startswith("allowlist: checked") for a in ("a1", "a2", "a3")), status
+    assert lab.exec("dev", "echo $DATABASE_URL").stdout.startswith("postgresql://")
+
+
+def test_stats_and_streamed_exec(backend_lab: Lab):
+    lab = backend_lab
+    lab.create_agent("s1", progress=False)
+    lines = list(lab.exec_stream("s1", "for i in 1 2 3; do echo line-$i; done"))
+    assert "".join(chunk.text for chunk in lines).split() == ["line-1", "line-2", "line-3"]
+    lab.exec("s1", "nohup python3 -c 'x = bytearray(150 << 20); import time; time.sleep(600)' "
+                   ">/dev/null 2>&1 &").check()
+    def grown():
+        row = lab.stats().set_index("name").loc[lab.container_name("s1")]
+        return (row,) if row["mem_bytes"] > 100 << 20 else None
+
+    row, = poll(grown, timeout=30)
+    assert row["state"] == "running" and row["pids"] >= 2 and row["mem_limit"] == 2 << 30
+
+
+def test_scripted_claude_run(backend_lab: Lab):
+    lab = backend_lab
+    lab.create_agent("c1", progress=False)
+    model = ScriptedModel([tool("Bash", command="echo swarm-or-not > /workspace/where.txt && hostname"),
+                           "Wrote where.txt."])
+    try:
+        result = lab.claude("c1", "Write where.txt.", model=model, timeout=120)
+    finally:
+        model.stop()
+    assert result.status == "success", result.error
+    assert result.result == "Wrote where.txt."
+    assert lab.exec("c1", "cat /workspace/where.txt").stdout == "swarm-or-not\n"
+    assert "where.txt" in (result.diff or "")
+    assert lab.run(result.run_id).status == "success"  # recorded in the run store
+
+
+# -- swarm only ---------------------------------------------------------------------------------------
+def test_six_agents_land_on_several_nodes_and_stay_pinned(swarm_lab: Lab, swarm_engine: SwarmEngine):
+    lab = swarm_lab
+    for i in range(6):
+        lab.create_agent(f"p{i}", progress=False)
+    nodes = _nodes(lab)
+    assert len(set(nodes.values())) >= 2, nodes
+    lab.exec("p1", "echo kept > /workspace/kept.txt").check()
+    lab.restart("p1")
+    assert _nodes(lab)["p1"] == nodes["p1"]  # pinned: its workspace volume lives on that node
+    assert lab.exec("p1", "cat /workspace/kept.txt").stdout == "kept\n"
+    assert lab.egress("p1").ok  # the netguard came back with the new task
+    lab.stop("p1")
+    assert lab.agent("p1").state == "exited"
+    lab.start("p1")
+    assert lab.exec("p1", "cat /workspace/kept.txt").stdout == "kept\n"
+    with pytest.raises(LabError, match="already exists"):
+        lab.create_agent("p2", progress=False)
+
+
+def test_a_node_going_down_shows_its_agents_lost_and_new_agents_go_elsewhere(swarm_lab: Lab, swarm_sim):
+    lab = swarm_lab
+    worker = swarm_sim.workers[-1]
+    made = 0
+    while worker.hostname not in _nodes(lab).values():  # until one agent is on the worker we stop
+        lab.create_agent(f"d{made}", progress=False)
+        made += 1
+        assert made <= 6, _nodes(lab)
+    on_worker = sorted(a for a, node in _nodes(lab).items() if node == worker.hostname)
+    stop_worker(swarm_sim.name, len(swarm_sim.workers))
+    try:
+        def lost():
+            df = lab.status().set_index("agent")
+            return (df,) if all(df.loc[a, "state"] == "lost" for a in on_worker) else None
+
+        status, = poll(lost, timeout=90, interval=1)
+        assert set(status.loc[on_worker, "node"]) == {worker.hostname}
+        with pytest.raises(LabError, match="lost"):
+            lab.exec(on_worker[0], "true")
+        for i in range(3):
+            agent = lab.create_agent(f"new{i}", progress=False)
+            assert agent.info.labels["claude-lab.node"] != worker.hostname
+            assert lab.exec(f"new{i}", "echo ok").stdout == "ok\n"
+    finally:
+        start_worker(swarm_sim.name, len(swarm_sim.workers))
+    poll(lambda: all(lab.agent(a).state != "lost" for a in on_worker), timeout=120, interval=1)
