@@ -401,14 +401,14 @@ class SwarmEngine:
         return info
 
     def _wait_running(self, service_id: str, name: str, timeout: float = TASK_TIMEOUT,
-                      after: int = 0) -> dict[str, Any]:
-        """Poll until the service has a running task (newer than version index `after`); errors say why not."""
+                      old: frozenset[str] = frozenset()) -> dict[str, Any]:
+        """Poll until the service has a running task that is not one of `old` (the tasks before an update:
+        right after it the old one still reads running); errors say why not."""
         deadline = time.monotonic() + timeout
         last = ""
         while True:
             tasks = self._tasks(service_id)
-            fresh = [t for t in tasks if t.get("Meta", {}).get("Version", {}).get("Index", 0) > after
-                     or t.get("DesiredState") == "running"]
+            fresh = [t for t in tasks if t["ID"] not in old]
             running = [t for t in fresh if t.get("DesiredState") == "running"
                        and (t.get("Status") or {}).get("State") == "running"
                        and (t.get("Status") or {}).get("ContainerStatus", {}).get("ContainerID")]
@@ -486,10 +486,10 @@ class SwarmEngine:
         svc = self._service(name)
         if svc is None:
             raise NotFound(f"service {name} not found on the swarm")
-        before = max([t.get("Meta", {}).get("Version", {}).get("Index", 0) for t in self._tasks(svc["ID"])] or [0])
+        before = frozenset(t["ID"] for t in self._tasks(svc["ID"]))
         self._update(svc, mode={"Replicated": {"Replicas": replicas}})
         if replicas:
-            self._wait_running(svc["ID"], name, after=before)
+            self._wait_running(svc["ID"], name, old=before)
             self._after_new_task(svc)
         else:
             self._wait_gone(svc["ID"], name)
@@ -536,11 +536,11 @@ class SwarmEngine:
         if svc is None:
             engine, ref = self._locate(name)
             return engine.restart(ref, timeout=timeout)
-        before = max([t.get("Meta", {}).get("Version", {}).get("Index", 0) for t in self._tasks(svc["ID"])] or [0])
+        before = frozenset(t["ID"] for t in self._tasks(svc["ID"]))
         template = svc["Spec"]["TaskTemplate"]
         template["ForceUpdate"] = int(template.get("ForceUpdate", 0)) + 1
         self._update(svc, task_template=template, mode={"Replicated": {"Replicas": 1}})
-        self._wait_running(svc["ID"], name, after=before)
+        self._wait_running(svc["ID"], name, old=before)
         self._after_new_task(svc)
 
     def remove(self, name: str, force: bool = False) -> None:
@@ -583,9 +583,9 @@ class SwarmEngine:
         if any(a.get("Target") in (net_id, network) for a in attached):
             return
         template["Networks"] = attached + [{"Target": net_id, "Aliases": aliases or []}]
-        before = max([t.get("Meta", {}).get("Version", {}).get("Index", 0) for t in self._tasks(svc["ID"])] or [0])
+        before = frozenset(t["ID"] for t in self._tasks(svc["ID"]))
         self._update(svc, task_template=template)
-        self._wait_running(svc["ID"], container, after=before)
+        self._wait_running(svc["ID"], container, old=before)
         self._after_new_task(svc)
 
     def logs(self, name: str, tail: int | None = None, follow: bool = False,
