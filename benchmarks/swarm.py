@@ -84,7 +84,7 @@ def main() -> None:
 
             workers = {w.hostname for w in sim.workers}
             on_worker = next(a for a in swarm.agents() if a.info.labels.get("claude-lab.node") in workers)
-            engine, cid = swarm.engine._locate(on_worker.name)  # type: ignore[attr-defined]
+            engine, cid = swarm.engine.locate(on_worker.name)  # type: ignore[union-attr]
             raw = engine.api
             local_agent = local.agents()[0]
             lab_w, lab_l, raw_w = [], [], []

@@ -19,7 +19,7 @@ import pandas as pd
 from . import hardening, netpolicy
 from . import naming as n
 from .config import LabConfig
-from .engine import ContainerInfo, ContainerSpec, Engine, connect
+from .engine import ContainerInfo, ContainerSpec, Engine, connect, memory_bytes
 from .errors import AlreadyExists, LabError, LabTimeout, NotFound, PortInUse
 from .execution import DEFAULT_MAX_OUTPUT, ExecResult, ExecStream
 from .images import BuildEvent, BuildOutcome, ImageBuilder, TqdmProgress
@@ -54,17 +54,6 @@ def _command(command: str | Iterable[str]) -> list[str]:
     if not argv:
         raise LabError("empty command: give a command to run, for example ['ls', '-la']")
     return argv
-
-
-def _memory_bytes(value: str | int | None) -> int | None:
-    if value is None or isinstance(value, int):
-        return value
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    v = value.strip().lower().rstrip("b")
-    try:
-        return int(float(v[:-1]) * units[v[-1]]) if v and v[-1] in units else int(v)
-    except (ValueError, KeyError):
-        raise LabError(f"memory limit {value!r} is not a size; use bytes or a number with k, m or g ('2g')") from None
 
 
 @dataclass
@@ -402,7 +391,7 @@ class Lab:
         mem = memory if memory is not None else cfg.agent_memory
         cpu = cpus if cpus is not None else cfg.agent_cpus
         pid_limit = pids if pids is not None else cfg.agent_pids
-        _memory_bytes(mem)
+        memory_bytes(mem)  # a bad size fails here, before anything is made
         if cpu is not None and cpu <= 0:
             raise LabError(f"cpus={cpu!r}: give a positive number of CPUs, for example 1 or 0.5")
         ro = cfg.read_only if read_only is None else read_only
@@ -452,8 +441,7 @@ class Lab:
             # The sidecar and the agent share one network namespace; its rules are checked before the
             # agent runs anything. Both noted before the call: an interrupted create is undone too.
             undo.containers += [guard.name, name]
-            wait = netpolicy.APPLY_TIMEOUT * (1 if engine.pods_anchor_first else 2)  # a node may pull its image first
-            info = engine.create_pod(guard, spec, ready=lambda: netpolicy.wait_applied(engine, guard.name, wait))
+            info = engine.create_pod(guard, spec, ready=lambda: netpolicy.wait_applied(engine, guard.name))
         except AlreadyExists as exc:  # Docker's names are unique: never a duplicate, whoever raced us
             undo.containers = [c for c in undo.containers if c != name]  # that name is the winner's, not ours
             undo.networks.clear()  # network and volume are shared by name with the winner: keep them

@@ -342,29 +342,6 @@ def host_addresses(engine: "Engine") -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def dns_servers(engine: "Engine") -> list[str]:
-    """Where Docker's embedded DNS forwards (the engine host's resolv.conf); empty when unknown."""
-    if engine.backend == "swarm":
-        return list(engine.upstream_dns)  # type: ignore[attr-defined]
-    if not engine.is_local:
-        return []
-    try:
-        text = open("/etc/resolv.conf", encoding="utf-8").read()
-    except OSError:
-        return []
-    out = []
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) >= 2 and parts[0] == "nameserver":
-            try:
-                ip = ipaddress.ip_address(parts[1].split("%")[0])
-            except ValueError:
-                continue
-            if not ip.is_loopback:  # a loopback resolver is dialled from the host's namespace
-                out.append(str(ip))
-    return out
-
-
 def model_endpoint(lab: "Lab") -> tuple[list[AllowEntry], list[tuple[str, int]]]:
     """The configured model endpoint as allowlist entries, or (on this host) as host exceptions.
 
@@ -405,7 +382,7 @@ def policy_for(lab: "Lab", group: str | None, network: str, egress: str | None =
     gw4 = next((g for g in gateways if ":" not in g), None)
     return EgressPolicy(
         mode=mode, allow=allow, model=tuple(model), own_subnets=tuple(subnets), host_addresses=tuple(hosts),
-        host_allow=tuple(host_allow), dns_servers=tuple(dns_servers(engine)),
+        host_allow=tuple(host_allow), dns_servers=tuple(engine.dns_servers()),
         refresh=int(cfg.egress_refresh),
         check_blocked=(gw4, 9) if gw4 else None, check_allowed=check_allowed,
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .local import (ENGINE_HINT, CgroupLayout, ContainerBrief, ContainerInfo, ContainerSpec, Engine,
-                    StatsReading)
+                    StatsReading, memory_bytes)
 
 
 
@@ -25,7 +25,7 @@ def connect(backend: str = "local", *, manager_url: str | None = None, registry:
 
 
 __all__ = ["ENGINE_HINT", "CgroupLayout", "ContainerBrief", "ContainerInfo", "ContainerSpec", "Engine",
-           "StatsReading", "connect"]
+           "StatsReading", "connect", "memory_bytes"]
 
 if TYPE_CHECKING:
     from .swarm import SwarmEngine

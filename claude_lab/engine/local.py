@@ -156,6 +156,38 @@ def _filters(labels: dict[str, str | None]) -> dict[str, list[str]]:
     return {"label": [k if v is None else f"{k}={v}" for k, v in labels.items()]}
 
 
+def memory_bytes(value: str | int | None) -> int | None:
+    """A size as Docker takes it ("2g", "512m", bytes) in bytes; a clear error for anything else."""
+    if value is None or isinstance(value, int):
+        return value
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    v = value.strip().lower().rstrip("b")
+    try:
+        return int(float(v[:-1]) * units[v[-1]]) if v and v[-1] in units else int(v)
+    except (ValueError, KeyError):
+        raise LabError(f"memory limit {value!r} is not a size; use bytes or a number with k, m or g ('2g')") from None
+
+
+def host_nameservers(path: str = "/etc/resolv.conf") -> list[str]:
+    """This machine's resolvers, loopback ones left out (they are dialled from the host's namespace,
+    so no container can use them)."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "nameserver":
+            try:
+                ip = ipaddress.ip_address(parts[1].split("%")[0])
+            except ValueError:
+                continue
+            if not ip.is_loopback:
+                out.append(str(ip))
+    return out
+
+
 # -- resource stats: what the core needs to read them (stats.py does the reading) ----------------
 @dataclass(frozen=True)
 class ContainerBrief:
@@ -550,6 +582,10 @@ class Engine:
             except docker.errors.NotFound:
                 continue
         return list(dict.fromkeys(found))
+
+    def dns_servers(self) -> list[str]:
+        """Where Docker's embedded DNS forwards: the engine host's resolv.conf (empty when not this machine)."""
+        return host_nameservers() if self.is_local else []
 
     def runtimes(self) -> list[str]:
         """The OCI runtimes this engine can run containers with (runc, and e.g. runsc once registered)."""

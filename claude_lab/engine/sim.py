@@ -26,7 +26,7 @@ from docker.utils import parse_repository_tag
 
 from ..errors import EngineUnavailable, LabError, LabTimeout, NotFound, PortInUse
 from ..naming import validate_label
-from .local import Engine
+from .local import Engine, host_nameservers
 
 DEFAULT_NAME = "claude-lab-sim"
 SIM = "claude-lab.sim"  # on every container, volume, network and node of a sim
@@ -431,27 +431,6 @@ def _create_worker(api: docker.APIClient, name: str, index: int, image: str, reg
     )
     undo.containers.append(created["Id"])
     _call(api.start, created["Id"], what=f"starting {cname}")
-
-
-def host_nameservers() -> list[str]:
-    """This machine's resolvers, for the workers' containers: a worker's own resolv.conf names Docker's
-    embedded DNS (127.0.0.11), which its containers cannot use, so they would fall back to 8.8.8.8."""
-    import ipaddress
-
-    found = []
-    try:
-        lines = Path("/etc/resolv.conf").read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return found
-    for line in lines:
-        parts = line.split()
-        if len(parts) >= 2 and parts[0] == "nameserver":
-            try:
-                if not ipaddress.ip_address(parts[1].split("%")[0]).is_loopback:
-                    found.append(parts[1])
-            except ValueError:
-                continue
-    return found
 
 
 def _worker_url(api: docker.APIClient, name: str, index: int) -> str:

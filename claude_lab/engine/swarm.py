@@ -29,7 +29,7 @@ from docker.types import (ContainerSpec as SvcContainerSpec, EndpointSpec, Healt
 
 from ..errors import AlreadyExists, EngineUnavailable, LabError, LabTimeout, NotFound
 from .local import (CgroupLayout, ContainerBrief, ContainerInfo, ContainerSpec, Engine, StatsReading, _filters,
-                    _info, _ipam, _parse_time)
+                    _info, _ipam, _parse_time, memory_bytes)
 
 ENGINE_LABEL = "claude-lab.engine"  # node label: the node's engine endpoint (tcp://host:2376, ssh://user@host)
 REGISTRY_LABEL = "claude-lab.registry"  # manager node label: where images go (host:port)
@@ -40,14 +40,6 @@ NODE = "claude-lab.node"  # label the core may read: hostname of the node runnin
 PENDING_STATES = {"new", "pending", "assigned", "accepted", "preparing", "ready", "starting"}
 TASK_TIMEOUT = 300.0  # an image of GBs is pulled by the node on first use
 STOP_GRACE_NS = 5_000_000_000
-
-
-def _mem(value: str | int | None) -> int | None:
-    if value is None or isinstance(value, int):
-        return value
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    v = value.strip().lower().rstrip("b")
-    return int(float(v[:-1]) * units[v[-1]]) if v and v[-1] in units else int(v)
 
 
 class SwarmEngine:
@@ -85,7 +77,7 @@ class SwarmEngine:
         self.registry = registry or labels.get(REGISTRY_LABEL)
         self.model_host = model_host or labels.get(MODEL_HOST_LABEL)
         # The resolvers the nodes' containers use (their `--dns`): a netguard lets DNS through to them.
-        self.upstream_dns = [d for d in (dns or labels.get(DNS_LABEL, "")).split(",") if d]
+        self._dns = [d for d in (dns or labels.get(DNS_LABEL, "")).split(",") if d]
 
     # -- engine -----------------------------------------------------------------------------
     def version(self) -> dict[str, Any]:
@@ -104,6 +96,10 @@ class SwarmEngine:
     @property
     def raw(self) -> "docker.DockerClient":
         return self.manager.raw
+
+    def dns_servers(self) -> list[str]:
+        """The resolvers the nodes' containers use (their engines' `--dns`): a netguard lets DNS through."""
+        return list(self._dns)
 
     def runtimes(self) -> list[str]:
         return []  # services run with each node's default runtime (Swarm has no runtime option)
@@ -268,9 +264,9 @@ class SwarmEngine:
                 if "is not running" not in str(exc) and "is restarting" not in str(exc):
                     raise
         self._tasks_seen.pop(name, None)
-        return call(*self._locate(name))
+        return call(*self.locate(name))
 
-    def _locate(self, name: str) -> tuple[Engine, str]:
+    def locate(self, name: str) -> tuple[Engine, str]:
         """(engine of the node, container id) for a service's running task or a plain container."""
         found = self._find(name)
         self._tasks_seen[name] = found
@@ -330,7 +326,7 @@ class SwarmEngine:
         if svc is not None:
             return self._task_info(svc, self._current(self._tasks(svc["ID"])))
         try:
-            engine, ref = self._locate(name)
+            engine, ref = self.locate(name)
         except NotFound:
             return None
         info = engine.container(ref)
@@ -357,7 +353,7 @@ class SwarmEngine:
                                         "claude-lab.lab", "")}))
         for target, opts in (spec.tmpfs or {}).items():
             size = next((o.split("=", 1)[1] for o in opts.split(",") if o.startswith("size=")), None)
-            mounts.append(Mount(target, None, type="tmpfs", tmpfs_size=_mem(size) if size else None))
+            mounts.append(Mount(target, None, type="tmpfs", tmpfs_size=memory_bytes(size) if size else None))
         healthcheck = Healthcheck(**spec.healthcheck) if spec.healthcheck else None
         cspec = SvcContainerSpec(
             image=image, command=spec.command, hostname=spec.hostname, env=spec.environment or None,
@@ -365,7 +361,7 @@ class SwarmEngine:
             stop_grace_period=STOP_GRACE_NS, read_only=spec.read_only or None, init=spec.init or None,
             cap_add=spec.cap_add, cap_drop=spec.cap_drop, healthcheck=healthcheck,
         )
-        mem = _mem(spec.mem_limit)
+        mem = memory_bytes(spec.mem_limit)
         resources = Resources(cpu_limit=spec.nano_cpus, mem_limit=mem,
                               cpu_reservation=spec.nano_cpus // 4 if spec.nano_cpus else None,
                               mem_reservation=mem // 4 if mem else None)
@@ -468,7 +464,7 @@ class SwarmEngine:
         return self.container(member.name) or info
 
     def _attach_sidecar(self, service: str, anchor: ContainerSpec) -> None:
-        engine, cid = self._locate(service)
+        engine, cid = self.locate(service)
         engine.remove(anchor.name, force=True)  # a stale one from the task before
         image = self.publish_ref(anchor.image)
         if engine is not self.manager and engine.image_id(image) is None and not engine.pull(image):
@@ -510,7 +506,7 @@ class SwarmEngine:
     def start(self, name: str) -> None:
         svc = self._service(name)
         if svc is None:
-            engine, ref = self._locate(name)
+            engine, ref = self.locate(name)
             return engine.start(ref)
         replicas = ((svc["Spec"].get("Mode") or {}).get("Replicated") or {}).get("Replicas", 0)
         if replicas:
@@ -524,7 +520,7 @@ class SwarmEngine:
     def stop(self, name: str, timeout: int = 10) -> None:
         svc = self._service(name)
         if svc is None:
-            engine, ref = self._locate(name)
+            engine, ref = self.locate(name)
             return engine.stop(ref, timeout=timeout)
         self._scale(name, 0)
         sidecar = self._sidecar_of(svc)
@@ -534,7 +530,7 @@ class SwarmEngine:
     def restart(self, name: str, timeout: int = 10) -> None:
         svc = self._service(name)
         if svc is None:
-            engine, ref = self._locate(name)
+            engine, ref = self.locate(name)
             return engine.restart(ref, timeout=timeout)
         before = frozenset(t["ID"] for t in self._tasks(svc["ID"]))
         template = svc["Spec"]["TaskTemplate"]
@@ -575,7 +571,7 @@ class SwarmEngine:
         """Attach a service to one more network (Swarm replaces its task: wait until the new one runs)."""
         svc = self._service(container)
         if svc is None:
-            engine, ref = self._locate(container)
+            engine, ref = self.locate(container)
             return engine.connect(network, ref, aliases)
         net_id = self._call(self.api.inspect_network, network, what=f"network {network}")["Id"]
         template = svc["Spec"]["TaskTemplate"]
@@ -594,7 +590,7 @@ class SwarmEngine:
                                                                    timestamps=timestamps))
 
     def put_archive(self, name: str, path: str, data: bytes) -> None:
-        engine, ref = self._locate(name)
+        engine, ref = self.locate(name)
         engine.put_archive(ref, path, data)
 
     # -- exec: on the node's engine --------------------------------------------------------------
@@ -622,12 +618,12 @@ class SwarmEngine:
         return engine.exec_exit_code(exec_id)
 
     def oom_events(self, container: str, since: float, until: float) -> int:
-        engine, ref = self._locate(container)
+        engine, ref = self.locate(container)
         return engine.oom_events(ref, since, until)
 
     def interactive_argv(self, container: str, command: list[str], user: str | None = None,
                          workdir: str | None = None) -> list[str]:
-        engine, ref = self._locate(container)
+        engine, ref = self.locate(container)
         argv = engine.interactive_argv(ref, command, user=user, workdir=workdir)
         if engine is self.manager:
             return argv
