@@ -6,6 +6,7 @@ single engine has no notion of: placement on several nodes, pinning, and a node 
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -122,8 +123,8 @@ def test_scripted_claude_run(backend_lab: Lab):
 # -- swarm only ---------------------------------------------------------------------------------------
 def test_six_agents_land_on_several_nodes_and_stay_pinned(swarm_lab: Lab, swarm_engine: SwarmEngine):
     lab = swarm_lab
-    for i in range(6):
-        lab.create_agent(f"p{i}", progress=False)
+    with ThreadPoolExecutor(3) as pool:  # concurrent first creators share the lab's one overlay network
+        list(pool.map(lambda i: lab.create_agent(f"p{i}", progress=False), range(6)))
     nodes = _nodes(lab)
     assert len(set(nodes.values())) >= 2, nodes
     lab.exec("p1", "echo kept > /workspace/kept.txt").check()
@@ -164,4 +165,7 @@ def test_a_node_going_down_shows_its_agents_lost_and_new_agents_go_elsewhere(swa
             assert lab.exec(f"new{i}", "echo ok").stdout == "ok\n"
     finally:
         start_worker(swarm_sim.name, len(swarm_sim.workers))
-    poll(lambda: all(lab.agent(a).state != "lost" for a in on_worker), timeout=120, interval=1)
+    poll(lambda: all(lab.agent(a).state == "running" for a in on_worker), timeout=120, interval=1)
+    for agent in on_worker:  # back on its node with its workspace, and its new task guarded again
+        assert lab.exec(agent, "test -d /workspace && echo back").stdout == "back\n"
+        poll(lambda: lab.egress(agent).ok, timeout=60)

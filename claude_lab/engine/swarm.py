@@ -42,6 +42,11 @@ TASK_TIMEOUT = 300.0  # an image of GBs is pulled by the node on first use
 STOP_GRACE_NS = 5_000_000_000
 
 
+def _conflict(exc: docker.errors.APIError) -> bool:
+    """The name is taken (Swarm's raft store says so with a 500, not a 409)."""
+    return exc.status_code == 409 or "already exists" in str(exc) or "name conflicts" in str(exc)
+
+
 class SwarmEngine:
     """A Docker Swarm, reached through one of its managers."""
 
@@ -165,13 +170,9 @@ class SwarmEngine:
     # -- locating a container ---------------------------------------------------------------
     def _service(self, name: str) -> dict[str, Any] | None:
         try:
-            svc = self.api.inspect_service(name)
-        except docker.errors.NotFound:
+            svc = self._call(self.api.inspect_service, name, what=f"service {name}")
+        except NotFound:
             return None
-        except docker.errors.APIError as exc:
-            raise LabError(f"Swarm manager refused: {exc.explanation or exc}") from exc
-        except requests.exceptions.ConnectionError as exc:
-            raise EngineUnavailable(f"lost the Swarm manager at {self.base_url}: {exc}") from exc
         return svc if svc["Spec"]["Name"] == name else None  # inspect also matches id prefixes
 
     def _tasks(self, service_id: str | None = None) -> list[dict[str, Any]]:
@@ -285,7 +286,11 @@ class SwarmEngine:
             if task is None or not cid or status.get("State") != "running":
                 raise LabError(f"container {name} is not running (its task is "
                                f"{status.get('State', 'not scheduled')}{': ' + status['Err'] if status.get('Err') else ''})")
-            return self.node_engine(task["NodeID"]), cid
+            engine = self.node_engine(task["NodeID"])
+            sidecar = self._sidecar_of(svc)
+            if sidecar is not None:
+                self._ensure_sidecar(engine, cid, sidecar)
+            return engine, cid
         node_id = self._where.get(name)
         if node_id is not None:
             engine = self.node_engine(node_id)
@@ -329,8 +334,7 @@ class SwarmEngine:
             engine, ref = self.locate(name)
         except NotFound:
             return None
-        info = engine.container(ref)
-        return info
+        return engine.container(ref)
 
     def create_container(self, spec: ContainerSpec, start: bool = True) -> ContainerInfo:
         """A one-replica service for `spec`, running once this returns (or a clear error, nothing left)."""
@@ -381,7 +385,7 @@ class SwarmEngine:
                                               mode=ServiceMode("replicated", replicas=1 if start else 0),
                                               endpoint_spec=endpoint)
         except docker.errors.APIError as exc:
-            if exc.status_code == 409 or "already exists" in str(exc) or "name conflicts" in str(exc):
+            if _conflict(exc):
                 raise AlreadyExists(f"service {spec.name} already exists: {exc.explanation}") from exc
             raise LabError(f"Swarm refused service {spec.name} (image {image}): {exc.explanation or exc}") from exc
         try:
@@ -456,16 +460,20 @@ class SwarmEngine:
                            labels={**member.labels, SIDECAR_LABEL: json.dumps(asdict(anchor))})
         info = self.create_container(svc_spec)
         try:
-            self._attach_sidecar(member.name, anchor)
+            self.locate(member.name)  # attaches the sidecar to the task
             ready()
         except BaseException:
             self.remove(anchor.name, force=True)
             raise
         return self.container(member.name) or info
 
-    def _attach_sidecar(self, service: str, anchor: ContainerSpec) -> None:
-        engine, cid = self.locate(service)
-        engine.remove(anchor.name, force=True)  # a stale one from the task before
+    def _ensure_sidecar(self, engine: Engine, cid: str, anchor: ContainerSpec) -> None:
+        """Every task of a pod's service gets its sidecar: a new task (start, restart, a node back from
+        down, Swarm's own restart) is found here before anything runs in it through the lab."""
+        current = engine.container(anchor.name)
+        if current is not None and current.running and current.network_mode == f"container:{cid}":
+            return
+        engine.remove(anchor.name, force=True)  # one from the task before
         image = self.publish_ref(anchor.image)
         if engine is not self.manager and engine.image_id(image) is None and not engine.pull(image):
             raise LabError(f"node {engine.base_url} could not pull {image} for {anchor.name}; "
@@ -491,9 +499,7 @@ class SwarmEngine:
             self._wait_gone(svc["ID"], name)
 
     def _after_new_task(self, svc: dict[str, Any]) -> None:
-        sidecar = self._sidecar_of(svc)
-        if sidecar is not None:
-            self._attach_sidecar(svc["Spec"]["Name"], sidecar)
+        self.locate(svc["Spec"]["Name"])  # the new task's sidecar, before the call returns
 
     def _wait_gone(self, service_id: str, name: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -640,7 +646,7 @@ class SwarmEngine:
             self.api.create_network(name, driver="overlay", attachable=True, labels=labels, internal=internal,
                                     scope="swarm", check_duplicate=True)
         except docker.errors.APIError as exc:
-            if exc.status_code == 409 or "already exists" in str(exc):
+            if _conflict(exc):  # a concurrent creator made it first: theirs is ours too
                 return False
             raise LabError(f"could not create overlay network {name}: {exc.explanation or exc}") from exc
         return True
