@@ -42,6 +42,7 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from claude_lab import naming as n  # noqa: E402
+from claude_lab.containers.services import service_env  # noqa: E402
 from claude_lab.lab import Lab  # noqa: E402
 
 GOAL_START = 1.3
@@ -378,7 +379,7 @@ def profile(bench: Bench, runs: int) -> None:
     # Decomposition of (a): the raw API doing what create_agent asks the daemon to do, step by step.
     print("\n== --profile: agent start, raw API with the lab's container spec added piece by piece ==")
     cfg = lab.config
-    net, env = n.network_name(lab.name), {**lab._service_env(), **cfg.agent_env}
+    net, env = n.network_name(lab.name), {**service_env(cfg), **cfg.agent_env}
 
     def raw_variant(network: str | None, volume: bool, full: bool) -> Callable[[], float]:
         """network: None (default bridge), 'exists' (made before the timing) or 'create' (in it)."""

@@ -56,17 +56,13 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from claude_lab import naming as n  # noqa: E402
-from claude_lab import claude as claude_runner  # noqa: E402
-from claude_lab import workspace  # noqa: E402
+from claude_lab.runs import runner as claude_runner  # noqa: E402
+from claude_lab.runs import workspace  # noqa: E402
 from claude_lab.lab import Lab  # noqa: E402
-from claude_lab.model import ScriptedModel  # noqa: E402
+from claude_lab.model.scripted import ScriptedModel  # noqa: E402
 from claude_lab.service import ClaudeCodeDockerService  # noqa: E402
 
-try:  # agents behind an egress guard (netguard sidecar) must be let through to the raw side's model
-    from claude_lab.netpolicy import allow_endpoint  # noqa: E402
-except ImportError:  # a claude-lab without egress guards: nothing to open
-    def allow_endpoint(lab: Lab, agent_id: str, url: str | None) -> bool:
-        return False
+from claude_lab.netguard.sidecar import allow_endpoint  # noqa: E402 - the raw side's model, let through
 
 GOAL = 2.5
 RUN_TIMEOUT = 300  # seconds; a run that hangs (say, a model it cannot reach) is stopped and reported
@@ -191,7 +187,7 @@ class Bench:
         workspace.prepare = timed(prepare, "prepare")
         workspace.finish = timed(finish, "finish")
 
-        stream = claude_runner.claude_stream  # Lab.claude_stream looks it up at each call
+        stream = Lab.claude_stream
 
         def traced_stream(*args, **kwargs):
             start = time.time()
@@ -200,7 +196,7 @@ class Bench:
                 self.steps.setdefault(run.run_id, {})["claude_stream"] = (start, start)
             return run
 
-        claude_runner.claude_stream = traced_stream
+        Lab.claude_stream = traced_stream  # type: ignore[method-assign]
         wait = claude_runner.Run.wait
 
         def traced_wait(run):
@@ -253,7 +249,7 @@ class Bench:
         containers = {a: client.containers.get(self.lab.container_name(a)) for a in agents}
         models = {a: self.model(script(RAW_DIR, f"{tag}_{a}")) for a in agents}
         for a in agents:  # the agent's egress guard must let it reach its model, as a lab run arranges itself
-            allow_endpoint(self.lab, a, models[a].url)
+            allow_endpoint(self.lab.engine, self.lab.name, a, models[a].url)
         argv = ["timeout", str(RUN_TIMEOUT),  # so a run that hangs cannot hold the benchmark
                 "claude", "-p", "--output-format", "stream-json", "--verbose", "--permission-mode",
                 "bypassPermissions", "--", "write the task file and run it"]

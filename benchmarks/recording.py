@@ -39,9 +39,9 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from claude_lab import Lab, ScriptedModel  # noqa: E402
-from claude_lab import model as model_module  # noqa: E402
-from claude_lab.proxy import ModelProxy  # noqa: E402
-from claude_lab.store import RunStore  # noqa: E402
+from claude_lab.model import scripted as model_module  # noqa: E402
+from claude_lab.model.proxy import ModelProxy  # noqa: E402
+from claude_lab.runs.store import RunStore  # noqa: E402
 
 GOAL_ADDED_MS = 5.0  # what the proxy may add to one request (a real model takes seconds to answer)
 GOAL_RUN = 1.15  # a recorded run vs the same run unrecorded

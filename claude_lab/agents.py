@@ -2,18 +2,30 @@
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable, Protocol
 
 from . import naming as n
-from .engine import ContainerInfo
-from .execution import ExecResult, ExecStream
+from .containers.execution import ExecResult, ExecStream
+from .engine.types import ContainerInfo
 
-if TYPE_CHECKING:
-    from .lab import Lab
+
+class AgentHost(Protocol):
+    """What an `Agent` handle asks of its lab (`Lab` is one)."""
+
+    name: str
+
+    def exec(self, target: str, command: str | Iterable[str], **kwargs: Any) -> ExecResult: ...
+    def exec_stream(self, target: str, command: str | Iterable[str], **kwargs: Any) -> ExecStream: ...
+    def logs(self, target: str, tail: int | None = None, follow: bool = False) -> Any: ...
+    def start(self, target: str) -> None: ...
+    def stop(self, target: str) -> None: ...
+    def remove_agent(self, agent_id: str, volumes: bool = False) -> None: ...
 
 
 class Agent:
-    def __init__(self, lab: "Lab", info: ContainerInfo):
+    """One agent of a lab; `info` is its container as the engine last reported it."""
+
+    def __init__(self, lab: AgentHost, info: ContainerInfo):
         self.lab = lab
         self.info = info
 
@@ -36,13 +48,6 @@ class Agent:
     @property
     def workspace_volume(self) -> str:
         return n.workspace_volume(self.lab.name, self.id)
-
-    def reload(self) -> "Agent":
-        fresh = self.lab.engine.container(self.name)
-        if fresh is None:
-            raise self.lab._not_found(self.id)
-        self.info = fresh
-        return self
 
     def exec(self, command: str | Iterable[str], **kwargs: Any) -> ExecResult:
         return self.lab.exec(self.id, command, **kwargs)

@@ -15,7 +15,7 @@ except ModuleNotFoundError:  # pragma: no cover - 3.10
 from ._version import __version__
 from .errors import ConfigError
 from .naming import lab_name_from_folder, validate_label
-from .netpolicy import DEFAULT_ALLOW, DEFAULT_EGRESS, DEFAULT_REFRESH, check_settings
+from .netguard.policy import DEFAULT_ALLOW, DEFAULT_EGRESS, DEFAULT_REFRESH, check_settings
 
 ENV_PREFIX = "CLAUDE_LAB_"
 BACKENDS = ("local", "swarm")
@@ -49,9 +49,9 @@ class LabConfig:
     agent_pids: int = 512
     agent_env: dict[str, str] = field(default_factory=dict)
     mount_docker_socket: bool = False
-    read_only: bool = False  # read-only root filesystem, tmpfs scratch (hardening.py); workspace stays writable
+    read_only: bool = False  # read-only root filesystem, tmpfs scratch (containers/hardening.py); workspace stays writable
     runtime: str | None = None  # an alternative OCI runtime the engine has, e.g. "runsc" (gVisor)
-    # Network policy (netpolicy.py, SECURITY.md): egress per agent, enforced by its netguard sidecar.
+    # Network policy (netguard/, SECURITY.md): egress per agent, enforced by its netguard sidecar.
     egress: str = DEFAULT_EGRESS  # "open" | "allowlist" | "none"; the host stays unreachable in every mode
     egress_allow: list[str] = field(default_factory=lambda: list(DEFAULT_ALLOW))  # "domain[:ports]", CIDR[:ports]
     egress_refresh: float = DEFAULT_REFRESH  # seconds between re-resolutions of allowlisted names (0: never)
@@ -73,7 +73,7 @@ class LabConfig:
     model_base_url: str | None = None  # any Messages-API-compatible URL; else env ANTHROPIC_BASE_URL
     api_key_file: str | None = None  # a file holding the API key; else env ANTHROPIC_API_KEY
     api_key_command: str | None = None  # a host command printing the API key (a password manager)
-    # Run store (store.py): every run recorded in SQLite, its model traffic through a recording proxy.
+    # Run store (runs/store.py): every run recorded in SQLite, its model traffic through a recording proxy.
     run_store: str = ".claude-lab/runs.sqlite"  # relative to project_dir unless absolute
     record_runs: bool = True  # lab.claude/lab.shell record by default (record=False per call)
 

@@ -5,9 +5,10 @@ import glob
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .containers.services import PORT_KEYS, published_ports
 from .errors import LabError
 from .images import BY_NAME, ImageBuilder
-from .ports import port_free, port_holder
+from .util.ports import port_free, port_holder
 
 if TYPE_CHECKING:
     from .lab import Lab
@@ -33,9 +34,9 @@ def run_checks(lab: "Lab") -> list[Check]:
         checks.append(Check("engine", False, str(exc).split(":")[0], "run `make setup`, or start dockerd, "
                             "or set DOCKER_HOST"))
         return checks
-    checks.append(Check("engine", True, f"Docker {version.get('Version')} at {engine.base_url}"))
-    api = tuple(int(x) for x in str(version.get("ApiVersion", "0.0")).split(".")[:2])
-    checks.append(Check("api version", api >= MIN_API, f"API {version.get('ApiVersion')}",
+    checks.append(Check("engine", True, f"Docker {version.version} at {engine.base_url}"))
+    api = version.api
+    checks.append(Check("api version", api >= MIN_API, f"API {version.api_version}",
                         "" if api >= MIN_API else f"upgrade Docker to API {MIN_API[0]}.{MIN_API[1]} or newer"))
     base = lab.config.base_image
     has_base = engine.image_id(base) is not None
@@ -50,8 +51,8 @@ def run_checks(lab: "Lab") -> list[Check]:
                                 "" if not stale else "run `claude-lab build` (or `claude-lab start`, which builds)"))
         except LabError as exc:
             checks.append(Check("images", False, str(exc), "fix the setting named above"))
-    ours = {c.ports.get(p, "").rpartition(":")[2] for c in lab.containers() for p in c.ports}
-    for key in ("postgres_port", "redis_port"):
+    ours = published_ports(lab.containers())
+    for key in PORT_KEYS:
         port = getattr(lab.config, key)
         free = str(port) in ours or port_free(port, lab.config.bind_address)
         holder = None if free else port_holder(port)

@@ -14,6 +14,14 @@ class NotFound(LabError):
     """A container, agent, image or run that does not exist."""
 
 
+class NotRunning(LabError):
+    """A container that exists but is not running (stopped, exited, lost with its node)."""
+
+    def __init__(self, message: str, state: str | None = None):
+        super().__init__(message)
+        self.state = state
+
+
 class InvalidName(LabError, ValueError):
     """A lab name or agent id that is not a DNS label."""
 

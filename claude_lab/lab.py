@@ -1,100 +1,49 @@
-"""`Lab`: one project's dev environment and agent containers on a Docker engine.
+"""`Lab`: one project's dev environment and agent containers on a Docker engine -- the facade.
 
-Everything the lab knows lives in labels on the engine's containers, networks and volumes,
-so any process (a notebook kernel, the CLI, a service) finds the same lab again.
+It wires the features together and holds no mechanism of its own: the engine (`engine/`), the service
+and agent specs (`containers/`), the firewall (`netguard/`), images (`images/`), the model endpoint
+(`model/`), runs and the run store (`runs/`), stats (`stats/`). Everything the lab knows lives in
+labels on the engine's containers, networks and volumes, so any process (a notebook kernel, the CLI,
+a service) finds the same lab again.
 """
 from __future__ import annotations
 
 import html
 import os
 import threading
-import time
-import warnings
-from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import pandas as pd
 
-from . import hardening, netpolicy
 from . import naming as n
+from .agents import Agent
 from .config import LabConfig
-from .engine import ContainerInfo, ContainerSpec, Engine, connect, memory_bytes
-from .errors import AlreadyExists, LabError, LabTimeout, NotFound, PortInUse
-from .execution import DEFAULT_MAX_OUTPUT, ExecResult, ExecStream
-from .images import BuildEvent, BuildOutcome, ImageBuilder, TqdmProgress
-from .ports import port_free, port_holder
+from .containers.pods import AgentRequest, create_pod
+from .containers.status import status_frame
+from .containers.execution import DEFAULT_MAX_OUTPUT, ExecResult, ExecStream, command_argv
+from .containers.services import SERVICE_IMAGES, check_ports, published_ports, start_services, wait_healthy
+from .engine import ContainerInfo, EngineFace, connect
+from .errors import AlreadyExists, LabError, NotFound, NotRunning
+from .images import BuildOutcome, ImageBuilder, Progress, reporter
+from .model import endpoint as endpoints
+from .model.scripted import ScriptedModel
+from .netguard import sidecar as guard
+from .runs import bundles
+from .runs.recorder import record_exec, recorder_for
+from .runs.replay import replay
+from .runs.runner import Run, RunTarget, claude_argv
+from .runs.store import RunStore
+from .stats import StatsSampler, run_resources, snapshot
+from .util import views
+from .util.undo import Undo
 
 if TYPE_CHECKING:
-    from .agents import Agent
-    from .claude import Run
-    from .engine.swarm import SwarmEngine
-    from .model import ScriptedModel
-    from .runs import RunEvent, RunResult
-    from .store import RunStore
-    from .stats import StatsSampler
-    from .widgets import LabPanel
+    from .runs.results import RunEvent, RunResult
 
-STATUS_COLUMNS = ["name", "role", "state", "health", "image", "ports", "created", "agent", "group", "egress",
-                  "node"]
-WORKSPACE = "/workspace"
-SERVICE_IMAGES = ("dev", "postgres", "redis", "agent")
-
-Progress = Callable[[BuildEvent], None]
+PORT_HINT = "Lab({key}=...), `{key} = ...` in claude-lab.toml, or CLAUDE_LAB_{KEY}"
 _ENGINE_LOCK = threading.Lock()
-
-
-def _command(command: str | Iterable[str]) -> list[str]:
-    """A string runs through `sh -c` (pipes, globs); a list runs as it is."""
-    if isinstance(command, str):
-        if not command.strip():
-            raise LabError("empty command: give a command to run, for example 'ls -la'")
-        return ["sh", "-c", command]
-    argv = [str(a) for a in command]
-    if not argv:
-        raise LabError("empty command: give a command to run, for example ['ls', '-la']")
-    return argv
-
-
-@dataclass
-class _Undo:
-    """What one call created, to be removed again if the call fails half-way."""
-
-    engine: Engine
-    containers: list[str]
-    networks: list[str]
-    volumes: list[str]
-
-    def network(self, name: str, labels: dict[str, str]) -> bool:
-        """Create a network unless it exists, noting it for undo *before* the call (Ctrl-C safe)."""
-        if self.engine.network_exists(name):
-            return False
-        self.networks.append(name)
-        if not self.engine.create_network(name, labels):
-            self.networks.remove(name)  # another creator won the race: the network is theirs
-            return False
-        return True
-
-    def volume(self, name: str, labels: dict[str, str]) -> bool:
-        if self.engine.volume_exists(name):
-            return False
-        self.volumes.append(name)
-        self.engine.create_volume(name, labels)
-        return True
-
-    def rollback(self) -> None:
-        for name in reversed(self.containers):
-            self.engine.remove(name, force=True)
-        for name in reversed(self.volumes):
-            try:
-                self.engine.remove_volume(name)
-            except LabError:
-                pass
-        for name in reversed(self.networks):
-            try:
-                self.engine.remove_network(name)
-            except LabError:
-                pass
 
 
 class Lab:
@@ -107,16 +56,15 @@ class Lab:
     """
 
     def __init__(self, project_dir: str | os.PathLike = ".", name: str | None = None, *,
-                 engine: Engine | None = None, model: "ScriptedModel | None" = None, **overrides: Any):
+                 engine: EngineFace | None = None, model: "ScriptedModel | None" = None, **overrides: Any):
         self.config = LabConfig.load(project_dir, name, **overrides)
         self.name: str = self.config.name  # type: ignore[assignment]
         self._engine = engine
         self._images_checked: set[str] = set()
         self.model = model  # a ScriptedModel for lab.claude runs (an object, so not a config setting)
 
-    # -- plumbing ------------------------------------------------------------------------
     @property
-    def engine(self) -> "Engine | SwarmEngine":
+    def engine(self) -> EngineFace:
         if self._engine is None:
             with _ENGINE_LOCK:  # threads (the async service, panels) share one connection
                 if self._engine is None:
@@ -136,27 +84,16 @@ class Lab:
         return (f"<div><b>claude-lab</b> <code>{html.escape(self.name)}</code> "
                 f"&middot; project <code>{html.escape(str(self.config.project_dir))}</code></div>{table}")
 
-    def _labels(self, kind: str, **extra: str | None) -> dict[str, str]:
-        return n.labels(self.name, kind, **extra)
-
     def _mine(self, **extra: str | None) -> dict[str, str | None]:
-        filt: dict[str, str | None] = {n.LAB: self.name}
-        for key, value in extra.items():
-            filt[f"{n.PREFIX}.{key}"] = value
-        return filt
+        return {n.LAB: self.name, **{f"{n.PREFIX}.{key}": value for key, value in extra.items()}}
 
     # -- images --------------------------------------------------------------------------
     def build(self, images: Iterable[str] | None = None, force: bool = False,
               progress: Progress | bool | None = True) -> list[BuildOutcome]:
-        """Build the lab's images (parents first), skipping those whose content hash matches."""
-        reporter: Progress | None
-        if progress is True:
-            reporter = TqdmProgress()
-        elif progress is False or progress is None:
-            reporter = None
-        else:
-            reporter = progress
-        outcomes = ImageBuilder(self.engine, self.config).build(images, force=force, progress=reporter)
+        """Build the lab's images (parents first), skipping those whose content hash matches.
+
+        `progress`: True prints a line per step, a callable gets each `BuildEvent`, False is quiet."""
+        outcomes = ImageBuilder(self.engine, self.config).build(images, force=force, progress=reporter(progress))
         self.engine.publish([o.tag for o in outcomes])  # a swarm's nodes pull them from its registry
         self._images_checked.update(o.image for o in outcomes)
         return outcomes
@@ -171,122 +108,19 @@ class Lab:
         """Start PostgreSQL, Redis and the dev container (building images if needed); idempotent."""
         engine = self.engine
         existing = {c.name: c for c in self.containers()}
-        self._check_ports(existing)
+        check_ports(self.config, published_ports(list(existing.values())), PORT_HINT)
         if build:
             self._ensure_images(SERVICE_IMAGES, progress)
-        undo = _Undo(engine, [], [], [])
-        try:
-            net = n.network_name(self.name)
-            undo.network(net, self._labels("network"))
-            for role in n.SERVICE_ROLES:
-                name = n.container_name(self.name, role)
-                info = existing.get(name)
-                current = engine.image_id(self.config.image(role)) if info is not None else None
-                if info is not None and current is not None and info.image_id != current:
-                    engine.remove(name, force=True)  # its image was rebuilt: recreate (data lives in volumes)
-                    info = None
-                if info is None:
-                    spec = self._service_spec(role, undo)
-                    undo.containers.append(name)
-                    engine.create_container(spec)
-                elif not info.running:
-                    engine.start(name)
-            self._attach_services_to_groups()
+        with Undo() as undo:
+            start_services(engine, self.config, self.name, existing, undo)
             if wait:
                 self.wait_healthy()
-        except BaseException:
-            undo.rollback()
-            raise
         return self.status()
-
-    def _check_ports(self, existing: dict[str, ContainerInfo]) -> None:
-        ours = {c.ports.get(p, "").rpartition(":")[2] for c in existing.values() for p in c.ports}
-        for key in ("postgres_port", "redis_port"):
-            port = getattr(self.config, key)
-            if str(port) in ours or port_free(port, self.config.bind_address):
-                continue
-            holder = port_holder(port)
-            raise PortInUse(
-                f"host port {port} ({key}) is already in use"
-                + (f" by {holder}" if holder else "")
-                + f"; stop that or choose another port: Lab({key}=...), `{key} = ...` in claude-lab.toml, "
-                  f"or CLAUDE_LAB_{key.upper()}",
-                port=port,
-            )
-
-    def _service_spec(self, role: str, undo: _Undo) -> ContainerSpec:
-        cfg = self.config
-        common = dict(
-            name=n.container_name(self.name, role),
-            labels=self._labels("container", role=role),
-            network=n.network_name(self.name),
-            aliases=[role],
-            hostname=role,
-        )
-        if role == n.POSTGRES:
-            vol = n.postgres_volume(self.name)
-            undo.volume(vol, self._labels("volume", role=role))
-            return ContainerSpec(
-                image=cfg.image("postgres"), **common,
-                environment={"POSTGRES_USER": cfg.postgres_user, "POSTGRES_PASSWORD": cfg.postgres_password,
-                             "POSTGRES_DB": cfg.postgres_db},
-                volumes={vol: {"bind": "/var/lib/postgresql/data", "mode": "rw"}},
-                ports={"5432/tcp": (cfg.bind_address, cfg.postgres_port)},
-            )
-        if role == n.REDIS:
-            return ContainerSpec(image=cfg.image("redis"), **common,
-                                 ports={"6379/tcp": (cfg.bind_address, cfg.redis_port)})
-        workdir = f"{WORKSPACE}/{cfg.project_name}"
-        return ContainerSpec(
-            image=cfg.image("dev"), **common,
-            working_dir=workdir,
-            volumes={str(cfg.project_dir): {"bind": workdir, "mode": "rw"}},
-            environment=self._service_env(),
-            mem_limit=cfg.dev_memory,
-            nano_cpus=int(cfg.dev_cpus * 1e9) if cfg.dev_cpus else None,
-        )
-
-    def _service_env(self) -> dict[str, str]:
-        c = self.config
-        return {
-            "DATABASE_URL": f"postgresql://{c.postgres_user}:{c.postgres_password}@postgres:5432/{c.postgres_db}",
-            "REDIS_URL": "redis://redis:6379/0",
-            "PGHOST": "postgres", "PGPORT": "5432", "PGUSER": c.postgres_user, "PGDATABASE": c.postgres_db,
-        }
-
-    def _attach_services_to_groups(self) -> None:
-        """Services are reachable by name from every group's network."""
-        for net in self.engine.networks(self._mine(kind="network")):
-            group = (net.get("Labels") or {}).get(n.GROUP)
-            if group:
-                self._attach_services(net["Name"])
-
-    def _attach_services(self, network: str) -> None:
-        for role in n.SERVICE_ROLES:
-            name = n.container_name(self.name, role)
-            if self.engine.container(name) is not None:
-                self.engine.connect(network, name, aliases=[role])
 
     def wait_healthy(self, timeout: float | None = None) -> None:
         """Poll until every service with a healthcheck is healthy; a crashed one fails at once."""
-        deadline = time.monotonic() + (timeout if timeout is not None else self.config.health_timeout)
-        names = [n.container_name(self.name, role) for role in n.SERVICE_ROLES]
-        while True:
-            pending = []
-            for name in names:
-                info = self.engine.container(name)
-                if info is None:
-                    raise NotFound(f"service container {name} is gone; run lab.up() again")
-                if info.state in ("exited", "dead"):
-                    raise LabError(f"{name} stopped (exit {info.exit_code}); its last log lines:\n"
-                                   + self.logs(name, tail=20))
-                if info.health not in (None, "healthy") or not info.running:
-                    pending.append(f"{name} ({info.health or info.state})")
-            if not pending:
-                return
-            if time.monotonic() > deadline:
-                raise LabTimeout(f"not healthy in time: {', '.join(pending)}; see `claude-lab logs <name>`")
-            time.sleep(0.2)
+        wait_healthy(self.engine, self.name, timeout if timeout is not None else self.config.health_timeout,
+                     logs=lambda name: self.logs(name, tail=20))  # type: ignore[arg-type, return-value]
 
     def down(self) -> pd.DataFrame:
         """Stop every container of the lab (agents too); volumes and networks stay."""
@@ -302,12 +136,12 @@ class Lab:
             self.engine.remove(info.name, force=True)
             removed["containers"].append(info.name)
         for net in self.engine.networks(self._mine()):
-            self.engine.remove_network(net["Name"])
-            removed["networks"].append(net["Name"])
+            self.engine.remove_network(net.name)
+            removed["networks"].append(net.name)
         if volumes:
             for vol in self.engine.volumes(self._mine()):
-                self.engine.remove_volume(vol["Name"])
-                removed["volumes"].append(vol["Name"])
+                self.engine.remove_volume(vol.name)
+                removed["volumes"].append(vol.name)
         self._images_checked.clear()
         return removed
 
@@ -322,18 +156,14 @@ class Lab:
                 gone.append(info)
         in_use = {net for c in self.containers() for net in c.networks}
         for net in self.engine.networks(self._mine()):
-            if net["Name"] not in in_use:
-                self.engine.remove_network(net["Name"])
-                removed["networks"].append(net["Name"])
-        if volumes:
-            for info in gone:
-                role = info.labels.get(n.ROLE)
-                if role == n.AGENT_ROLE:
-                    vol = n.workspace_volume(self.name, info.labels[n.AGENT])
-                elif role == n.POSTGRES:
-                    vol = n.postgres_volume(self.name)
-                else:
-                    continue
+            if net.name not in in_use:
+                self.engine.remove_network(net.name)
+                removed["networks"].append(net.name)
+        for info in gone if volumes else ():
+            role = info.labels.get(n.ROLE)
+            vol = (n.workspace_volume(self.name, info.labels[n.AGENT]) if role == n.AGENT_ROLE
+                   else n.postgres_volume(self.name) if role == n.POSTGRES else None)
+            if vol is not None:
                 self.engine.remove_volume(vol)
                 removed["volumes"].append(vol)
         return removed
@@ -344,36 +174,14 @@ class Lab:
 
     def status(self) -> pd.DataFrame:
         """One row per container; an agent's netguard sidecar is folded into its row's `egress` column."""
-        rows = []
-        containers = self.containers()
-        guards = {c.labels.get(n.AGENT): c for c in containers if c.labels.get(n.ROLE) == netpolicy.NETGUARD_ROLE}
-        for c in containers:
-            if c.labels.get(n.ROLE) == netpolicy.NETGUARD_ROLE:
-                continue
-            egress = None
-            if c.labels.get(n.ROLE) == n.AGENT_ROLE:
-                egress = netpolicy.state_of(self.engine, c, guards.get(c.labels.get(n.AGENT))).text
-            rows.append({
-                "egress": egress,
-                "name": c.name,
-                "role": c.labels.get(n.ROLE),
-                "state": c.state,
-                "health": c.health,
-                "image": c.image,
-                "ports": ", ".join(f"{host}->{cport}" for cport, host in sorted(c.ports.items())),
-                "created": pd.Timestamp(c.created) if c.created else pd.NaT,
-                "agent": c.labels.get(n.AGENT),
-                "group": c.labels.get(n.GROUP),
-                "node": c.labels.get(n.NODE),  # the swarm node running it (None on one engine)
-            })
-        return pd.DataFrame(rows, columns=STATUS_COLUMNS)
+        return status_frame(self.engine, self.containers())
 
     # -- agents --------------------------------------------------------------------------
     def create_agent(self, agent_id: str, group: str | None = None, *, memory: str | int | None = None,
                      cpus: float | None = None, pids: int | None = None, env: dict[str, str] | None = None,
                      mount_docker_socket: bool | None = None, progress: Progress | bool | None = True,
                      image: str | None = None, egress: str | None = None, egress_allow: Iterable[str] | None = None,
-                     read_only: bool | None = None, runtime: str | None = None) -> "Agent":
+                     read_only: bool | None = None, runtime: str | None = None) -> Agent:
         """Start an agent container with its own workspace volume (kept across down/up/cleanup).
 
         `image` (an image id or reference) replaces the lab's agent image, e.g. the one a recorded run used.
@@ -381,98 +189,38 @@ class Lab:
         (`egress`, `egress_allow`: these keywords > the group's table > the lab's settings; SECURITY.md).
         `read_only` gives it a read-only root with tmpfs scratch; `runtime` an OCI runtime such as "runsc".
         """
-        from .agents import Agent
-
         n.validate_agent_id(agent_id)
         if group is not None:
             n.validate_label(group, "group name")
-        cfg = self.config
-        name = n.container_name(self.name, n.AGENT_ROLE, agent_id)
-        mem = memory if memory is not None else cfg.agent_memory
-        cpu = cpus if cpus is not None else cfg.agent_cpus
-        pid_limit = pids if pids is not None else cfg.agent_pids
-        memory_bytes(mem)  # a bad size fails here, before anything is made
-        if cpu is not None and cpu <= 0:
-            raise LabError(f"cpus={cpu!r}: give a positive number of CPUs, for example 1 or 0.5")
-        ro = cfg.read_only if read_only is None else read_only
-        rt = hardening.check_runtime(self.engine, runtime if runtime is not None else cfg.runtime)
-        if rt and "runc" not in rt and (egress or netpolicy.group_settings(cfg, group).get("egress")
-                                         or cfg.egress) != "open":
-            warnings.warn(f"runtime={rt!r}: a sandbox with its own network stack (gVisor's runsc) may send "
-                          f"packets past the netguard's iptables rules; see SECURITY.md", stacklevel=2)
-        if self.engine.container(name) is not None:
+        engine = self.engine
+        req = AgentRequest.of(engine, self.config, agent_id, group, memory=memory, cpus=cpus, pids=pids, image=image,
+                              env=env, socket=mount_docker_socket, read_only=read_only, runtime=runtime,
+                              egress=egress, egress_allow=egress_allow)
+        if engine.container(n.container_name(self.name, n.AGENT_ROLE, agent_id)) is not None:
             raise self._exists(agent_id)
         self._ensure_images(["agent", "netguard"] if image is None else ["netguard"], progress)
-        engine = self.engine
-        undo = _Undo(engine, [], [], [])
         try:
-            net = n.network_name(self.name, group)
-            if undo.network(net, self._labels("network", group=group)):
-                if group is not None:
-                    self._attach_services(net)
-            vol = n.workspace_volume(self.name, agent_id)
-            undo.volume(vol, self._labels("volume", role="workspace", agent=agent_id))
-            volumes = {vol: {"bind": WORKSPACE, "mode": "rw"}}
-            socket = cfg.mount_docker_socket if mount_docker_socket is None else mount_docker_socket
-            if socket:
-                warnings.warn(
-                    f"agent {agent_id} gets the Docker socket: it can control the whole engine "
-                    f"(and so the host). Only do this for trusted work.", stacklevel=2)
-                volumes["/var/run/docker.sock"] = {"bind": "/var/run/docker.sock", "mode": "rw"}
-            policy = netpolicy.policy_for(self, group, net, egress, egress_allow)
-            guard = netpolicy.sidecar_spec(self, agent_id, group, net, policy)
-            spec = ContainerSpec(
-                name=name, image=image or cfg.image("agent"),
-                labels=self._labels("container", role=n.AGENT_ROLE, agent=agent_id, group=group,
-                                    docker_socket="1" if socket else None, egress=policy.mode,
-                                    netguard=guard.name),
-                network=f"container:{guard.name}",  # no network, hostname or capability of its own
-                user=cfg.agent_user, working_dir=WORKSPACE,
-                environment={**self._service_env(), **cfg.agent_env, **(env or {}),
-                             **(hardening.READ_ONLY_ENV if ro else {})},
-                read_only=ro, tmpfs=dict(hardening.READ_ONLY_TMPFS) if ro else None, runtime=rt,
-                volumes=volumes,
-                mem_limit=str(mem) if mem is not None else None,
-                nano_cpus=int(cpu * 1e9) if cpu else None,
-                pids_limit=pid_limit,
-                cap_drop=["ALL"],
-                security_opt=["no-new-privileges:true"],
-            )
-            # The sidecar and the agent share one network namespace; its rules are checked before the
-            # agent runs anything. Both noted before the call: an interrupted create is undone too.
-            undo.containers += [guard.name, name]
-            info = engine.create_pod(guard, spec, ready=lambda: netpolicy.wait_applied(engine, guard.name))
-        except AlreadyExists as exc:  # Docker's names are unique: never a duplicate, whoever raced us
-            undo.containers = [c for c in undo.containers if c != name]  # that name is the winner's, not ours
-            undo.networks.clear()  # network and volume are shared by name with the winner: keep them
-            undo.volumes.clear()
-            undo.rollback()
+            info = create_pod(engine, self.config, self.name, req, endpoints.policy_url(self.config, self.model))
+        except AlreadyExists as exc:
             raise self._exists(agent_id) from exc
-        except BaseException:
-            undo.rollback()
-            raise
         return Agent(self, info)
 
     def _exists(self, agent_id: str) -> AlreadyExists:
         return AlreadyExists(f"agent {agent_id!r} already exists in lab {self.name!r}; use lab.agent({agent_id!r}), "
                              f"or remove it first with lab.remove_agent({agent_id!r})")
 
-    def egress(self, agent_id: str) -> netpolicy.EgressState:
+    def egress(self, agent_id: str) -> guard.EgressState:
         """What the agent's netguard last reported: mode, self-check, unresolved names (`.text`: one line)."""
         info = self.agent(agent_id).info
-        return netpolicy.state_of(self.engine, info, netpolicy.guard_of(self.engine, info))
+        return guard.state_of(self.engine, info, guard.guard_of(self.engine, info))
 
-    def agent(self, agent_id: str) -> "Agent":
-        from .agents import Agent
-
+    def agent(self, agent_id: str) -> Agent:
         info = self.engine.container(n.container_name(self.name, n.AGENT_ROLE, agent_id))
         if info is None or info.labels.get(n.LAB) != self.name or info.labels.get(n.ROLE) != n.AGENT_ROLE:
             raise self._not_found(agent_id)
         return Agent(self, info)
 
-    def agents(self, group: str | None = None) -> list["Agent"]:
-        from .agents import Agent
-
+    def agents(self, group: str | None = None) -> list[Agent]:
         infos = self.engine.containers(self._mine(role=n.AGENT_ROLE, **({"group": group} if group else {})))
         return [Agent(self, info) for info in sorted(infos, key=lambda c: c.name)]
 
@@ -480,7 +228,7 @@ class Lab:
         """Remove an agent's container; its workspace volume too when `volumes=True`."""
         self.agent(agent_id)  # NotFound with the list of agents
         self.engine.remove(n.container_name(self.name, n.AGENT_ROLE, agent_id), force=True)
-        self.engine.remove(netpolicy.sidecar_name(self.name, agent_id), force=True)  # after the agent: its netns
+        self.engine.remove(guard.sidecar_name(self.name, agent_id), force=True)  # after the agent: its netns
         if volumes:
             self.engine.remove_volume(n.workspace_volume(self.name, agent_id))
 
@@ -499,29 +247,42 @@ class Lab:
     def _not_found(self, target: str) -> NotFound:
         agents = [a.id for a in self.agents()]
         others = [c.name for c in self.containers()
-                  if c.labels.get(n.ROLE) not in (n.AGENT_ROLE, netpolicy.NETGUARD_ROLE)]
+                  if c.labels.get(n.ROLE) not in (n.AGENT_ROLE, guard.NETGUARD_ROLE)]
         return NotFound(
             f"no container {target!r} in lab {self.name!r}. "
             f"Agents: {', '.join(agents) or 'none (create one with lab.create_agent)'}; "
             f"services: {', '.join(others) or 'none (start them with lab.up)'}"
         )
 
+    def _not_running(self, target: str, state: str) -> NotRunning:
+        return NotRunning(f"{target} is not running ({state}); start it with lab.start({target!r}) or "
+                          f"`claude-lab start`", state)
+
+    def _target(self, target: str) -> ContainerInfo:
+        """The container of a target, running (NotFound naming what exists; LabError when it is not running)."""
+        info = self.engine.container(self.container_name(target))
+        if info is None or info.labels.get(n.LAB) != self.name:
+            raise self._not_found(target)
+        if not info.running:
+            raise self._not_running(target, info.state)
+        return info
+
     # -- running things ----------------------------------------------------------------------
     def exec_stream(self, target: str, command: str | Iterable[str], user: str | None = None,
                     workdir: str | None = None, env: dict[str, str] | None = None,
                     timeout: float | None = None, max_output: int = DEFAULT_MAX_OUTPUT) -> ExecStream:
         """Start a command and iterate over its output as it comes; `.result` once drained."""
-        name = self.container_name(target)
+        name, argv = self.container_name(target), command_argv(command)
         try:
-            return ExecStream(self.engine, name, target, _command(command), user=user,
-                              workdir=workdir, env=env, timeout=timeout, max_output=max_output)
-        except NotFound:
-            raise self._not_found(target) from None
-        except LabError as exc:
-            if "is not running" in str(exc):
-                raise LabError(f"{target} is not running; start it with lab.start({target!r}) "
-                               f"or `claude-lab start`") from None
-            raise
+            return ExecStream(self.engine, name, target, argv, user=user, workdir=workdir, env=env,
+                              timeout=timeout, max_output=max_output)
+        except LabError as exc:  # why it failed, from the engine's state rather than the error's text
+            info = self.engine.container(name)
+            if info is None:
+                raise self._not_found(target) from None
+            if not info.running:
+                raise self._not_running(target, info.state) from None
+            raise exc
 
     def exec(self, target: str, command: str | Iterable[str], user: str | None = None,
              workdir: str | None = None, env: dict[str, str] | None = None,
@@ -531,9 +292,8 @@ class Lab:
 
     def logs(self, target: str, tail: int | None = None, follow: bool = False) -> str | Iterator[str]:
         """A container's log as text, or (follow=True) an iterator of new lines."""
-        name = self.container_name(target)
         try:
-            out = self.engine.logs(name, tail=tail, follow=follow)
+            out = self.engine.logs(self.container_name(target), tail=tail, follow=follow)
         except NotFound:
             raise self._not_found(target) from None
         if follow:
@@ -556,25 +316,20 @@ class Lab:
             raise self._not_found(target)
         if stop:  # an agent first, then the netguard whose network namespace it uses
             action(name)
-            guard = netpolicy.guard_of(self.engine, info)
-            if guard is not None and guard.running:
-                self.engine.stop(guard.name, timeout=5)
+            sidecar = guard.guard_of(self.engine, info)
+            if sidecar is not None and sidecar.running:
+                self.engine.stop(sidecar.name, timeout=5)
             return
-        netpolicy.before_start(self.engine, info)  # an agent's netguard runs, its rules applied
+        guard.before_start(self.engine, info)  # an agent's netguard runs, its rules applied
         action(name)
-        netpolicy.after_start(self.engine, info)  # (a swarm re-attaches the netguard to the new task)
+        guard.after_start(self.engine, info)  # (a swarm re-attaches the netguard to the new task)
 
     def enter_argv(self, target: str = "dev", shell: str = "bash", user: str | None = None) -> list[str]:
         """The command line of an interactive shell in a container (used by `claude-lab enter`)."""
-        name = self.container_name(target)
-        info = self.engine.container(name)
-        if info is None:
-            raise self._not_found(target)
-        if not info.running:
-            raise LabError(f"{target} is not running; start it first (`claude-lab start`)")
-        return self.engine.interactive_argv(name, [shell], user=user)
+        self._target(target)
+        return self.engine.interactive_argv(self.container_name(target), [shell], user=user)
 
-    # -- Claude Code runs (claude.py holds the runner; these only delegate) ------------------
+    # -- Claude Code runs (runs/ holds the runner, the recorder and replay; these wire them) ------
     def claude(self, agent_id: str, prompt: str, max_turns: int | None = None,
                model: "str | ScriptedModel | None" = None, allowed_tools: str | Iterable[str] | None = None,
                permission_mode: str | None = None, timeout: float | None = None, resume: str | None = None,
@@ -592,72 +347,97 @@ class Lab:
     def claude_stream(self, agent_id: str, prompt: str, max_turns: int | None = None,
                       model: "str | ScriptedModel | None" = None, allowed_tools: str | Iterable[str] | None = None,
                       permission_mode: str | None = None, timeout: float | None = None, resume: str | None = None,
-                      on_event: "Callable[[RunEvent], None] | None" = None, record: bool | None = None) -> "Run":
+                      on_event: "Callable[[RunEvent], None] | None" = None, record: bool | None = None) -> Run:
         """Start a Claude Code run; iterate it for typed events, `.result` at the end, `.cancel()` to stop."""
-        from .claude import claude_stream
-
-        return claude_stream(self, agent_id, prompt, max_turns=max_turns, model=model, allowed_tools=allowed_tools,
-                             permission_mode=permission_mode, timeout=timeout, resume=resume, on_event=on_event,
-                             record=record)
+        if model is not None and not isinstance(model, (str, ScriptedModel)):
+            raise LabError(f"model={model!r}: give a model name ('sonnet', 'claude-...') or a ScriptedModel")
+        model_name = model if isinstance(model, str) else None
+        scripted = model if isinstance(model, ScriptedModel) else self.model
+        argv = claude_argv(prompt, max_turns=max_turns, model=model_name, allowed_tools=allowed_tools,
+                           permission_mode=permission_mode, resume=resume)
+        target = self._run_target(agent_id)
+        endpoint = endpoints.resolve(self.engine, self.name, self.config, scripted)
+        options = {"argv": argv, "max_turns": max_turns, "model": model_name,
+                   "scripted_model": endpoint.scripted is not None,
+                   "allowed_tools": argv[argv.index("--allowedTools") + 1] if "--allowedTools" in argv else None,
+                   "permission_mode": permission_mode, "timeout": timeout, "resume": resume}
+        return self._start_run(target, "claude", prompt, argv, options, timeout, on_event, endpoint, record)
 
     def shell(self, agent_id: str, command: str | Iterable[str], timeout: float | None = None,
               on_event: "Callable[[RunEvent], None] | None" = None, record: bool | None = None) -> "RunResult":
         """Run a plain command in the agent's workspace as a recorded run (kind "shell": output, exit code, diff)."""
-        from .claude import shell_stream
+        return self.shell_stream(agent_id, command, timeout=timeout, on_event=on_event, record=record).wait()
 
-        return shell_stream(self, agent_id, command, timeout=timeout, on_event=on_event, record=record).wait()
+    def shell_stream(self, agent_id: str, command: str | Iterable[str], timeout: float | None = None,
+                     on_event: "Callable[[RunEvent], None] | None" = None, record: bool | None = None) -> Run:
+        """Start `shell`'s run; iterate it for output chunks, `.result` at the end, `.cancel()` to stop."""
+        argv = command_argv(command)
+        shown = command if isinstance(command, str) else " ".join(argv)
+        return self._start_run(self._run_target(agent_id), "shell", shown, argv, {"argv": argv, "timeout": timeout},
+                               timeout, on_event, None, record)
 
-    # -- resource stats (stats.py holds the readers and the sampler; these only delegate) -----
+    def _run_target(self, agent_id: str) -> RunTarget:
+        n.validate_agent_id(agent_id)  # runs are for agents' workspaces, never the dev container's project
+        info = self.agent(agent_id).info
+        if not info.running:
+            raise self._not_running(f"agent {agent_id}", info.state)
+        return RunTarget(self.engine, self.name, agent_id, info.name, info, self._run_resources)
+
+    def _start_run(self, target: RunTarget, kind: str, prompt: str, argv: list[str], options: dict[str, Any],
+                   timeout: float | None, on_event: "Callable[[RunEvent], None] | None",
+                   endpoint: "endpoints.Endpoint | None", record: bool | None) -> Run:
+        recorder = None
+        if self.config.record_runs if record is None else record:
+            recorder = recorder_for(self.run_store, self.engine, self.name, kind, prompt, options, endpoint)
+        run = Run(target, kind, prompt, argv, timeout=timeout, on_event=on_event, endpoint=endpoint,
+                  recorder=recorder)
+        try:
+            return run.start()
+        except BaseException:
+            if recorder is not None:
+                recorder.close()
+            raise
+
+    # -- resource stats (stats/ holds the readers and the sampler; these only delegate) -----
     def stats(self, interval: float = 0.2, source: str = "auto") -> pd.DataFrame:
         """One row per container of the lab: CPU %, memory, network, block I/O, pids, as docker stats means them.
 
         CPU % is measured over `interval` seconds. `source` is "auto" (cgroup files where the engine is
         local, else the stats API), "cgroup" or "api". Stopped containers are rows of zeros.
         """
-        from .stats import snapshot
-
-        return snapshot(self, interval=interval, source=source)
+        return snapshot(self.engine, self.name, interval=interval, source=source)
 
     def watch_stats(self, interval: float = 1.0, source: str = "auto",
-                    max_rows: int | None = 1_000_000) -> "StatsSampler":
+                    max_rows: int | None = 1_000_000) -> StatsSampler:
         """Sample the lab's containers every `interval` seconds in the background.
 
         `.frame()` is the long-format DataFrame so far, `.latest()` the last sample, `.stop()` ends it
         (or use it in a `with` block). Runs while it samples carry `RunResult.resources`.
         """
-        from .stats import StatsSampler
-
         return StatsSampler(self.engine, self.name, interval=interval, source=source, max_rows=max_rows)
 
-    def _run_resources(self, container: str, started_at: Any) -> dict[str, Any] | None:
-        """A run's peak memory and CPU seconds from a sampler running for this lab, else None (never raises)."""
-        from .stats import run_resources
+    def _run_resources(self, container: str, started_at: datetime) -> dict[str, Any] | None:
+        return run_resources(self.engine, self.name, container, started_at)
 
-        try:
-            return run_resources(self.engine, self.name, container, started_at)
-        except Exception:  # noqa: BLE001 - a summary must never fail the run it describes
-            return None
-
-    # -- notebook panel (claude_lab.widgets; imported here, lazily: the core never needs ipywidgets) ----
-    def panel(self, refresh: float = 2.0, stats_interval: float = 2.0, window: float = 300.0) -> "LabPanel":
+    def panel(self, refresh: float = 2.0, stats_interval: float = 2.0, window: float = 300.0) -> Any:
         """A live panel for a notebook: containers with actions, an agent runner, CPU/memory charts.
 
         Its parts refresh every `refresh` seconds on their own threads (the kernel stays free);
         `panel.close()`, its × button, or the kernel shutting down stops them.
         """
+        factory = views.view("panel")
         try:
-            from .widgets import LabPanel
+            if factory is None:
+                raise ImportError("no notebook front registered")
+            return factory(self, refresh=refresh, stats_interval=stats_interval, window=window)
         except ImportError as exc:
             raise LabError(f"lab.panel() needs the notebook extras ({exc}): "
                            f"pip install 'claude-lab[notebook]'") from None
-        return LabPanel(self, refresh=refresh, stats_interval=stats_interval, window=window)
 
-    # -- run store: every run recorded, every run replayable (store.py, proxy.py, replay.py) -------
+    # -- run store: every run recorded, every run replayable (runs/) ----------------------------
     @property
-    def run_store(self) -> "RunStore":
+    def run_store(self) -> RunStore:
         """The project's run store (`run_store` setting, default .claude-lab/runs.sqlite), shared in this process."""
-        from .store import RunStore
-
         path = Path(self.config.run_store).expanduser()
         return RunStore.at(path if path.is_absolute() else self.config.project_dir / path)
 
@@ -673,11 +453,11 @@ class Lab:
 
     def export_run(self, run_id: str, path: str | os.PathLike) -> Path:
         """Write a run (record, cassette, transcript, workspace snapshot) to a portable tar file; returns its path."""
-        return self.run_store.export_run(run_id, path)
+        return bundles.export_run(self.run_store, run_id, path)
 
     def import_run(self, path: str | os.PathLike) -> "RunResult":
         """Read a bundle written by `export_run` into this project's store (AlreadyExists if it is there)."""
-        return self.run_store.result(self.run_store.import_run(path))
+        return self.run_store.result(bundles.import_run(self.run_store, path))
 
     def replay(self, run_id: str, *, keep: bool = False, timeout: float | None = None, prompt: str | None = None,
                setup: "Callable[[str], Any] | None" = None, image: str | None = None, ignore: Iterable[str] = (),
@@ -690,16 +470,27 @@ class Lab:
         the replay on purpose, to see where it departs; `ignore` adds regexes that request matching
         masks (volatile output of your own tools); `keep=True` leaves the replay agent running.
         """
-        from .replay import replay
+        def make_agent(agent_id: str, limits: dict[str, Any], image_id: str) -> RunTarget:
+            cpus = limits.get("nano_cpus")
+            self.create_agent(agent_id, memory=limits.get("memory") or None, cpus=cpus / 1e9 if cpus else None,
+                              pids=limits.get("pids") or None, image=image_id, progress=False)
+            return self._run_target(agent_id)
 
-        return replay(self, run_id, keep=keep, timeout=timeout, prompt=prompt, setup=setup, image=image,
-                      ignore=ignore, on_event=on_event)
+        return replay(self.run_store, run_id, engine=self.engine, lab_name=self.name, make_agent=make_agent,
+                      remove_agent=lambda agent_id: self.remove_agent(agent_id, volumes=True), keep=keep,
+                      timeout=timeout, prompt=prompt, setup=setup, image=image, ignore=ignore, on_event=on_event)
 
     def record_exec(self, target: str, command: str | Iterable[str], user: str | None = None,
                     workdir: str | None = None, env: dict[str, str] | None = None, timeout: float | None = None,
                     on_event: "Callable[[RunEvent], None] | None" = None) -> "RunResult":
-        """`exec` recorded as a run of kind "exec": any container (the dev container too), no workspace commits."""
-        from .store import record_exec
-
-        return record_exec(self, target, command, user=user, workdir=workdir, env=env, timeout=timeout,
-                           on_event=on_event)
+        """`exec` recorded as a run of kind "exec": any container (the dev container too), no workspace commits.
+        Environment values are not stored (only their names)."""
+        argv = command_argv(command)
+        info = self.engine.container(self.container_name(target))
+        if info is None:
+            raise self._not_found(target)
+        options = {"user": user, "workdir": workdir, "timeout": timeout, "env_names": sorted(env or {})}
+        return record_exec(self.run_store, self.name, target, info, argv,
+                           command if isinstance(command, str) else " ".join(argv), options,
+                           lambda: self.exec_stream(target, argv, user=user, workdir=workdir, env=env,
+                                                    timeout=timeout), on_event)

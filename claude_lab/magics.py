@@ -21,10 +21,10 @@ from IPython.core.getipython import get_ipython
 from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from .errors import ExecError, InvalidName, LabError, LabTimeout, ModelError, NotFound
-from .execution import OutputChunk
+from .containers.execution import OutputChunk, drain
+from .errors import ExecError, InvalidName, LabError, ModelError, NotFound, NotRunning
 from .lab import Lab
-from .runs import RunResult
+from .runs.results import RunResult
 from .widgets.transcript import event_lines, summary_line
 
 __all__ = ["LabMagics", "ContainerCellError", "load_ipython_extension", "unload_ipython_extension",
@@ -72,17 +72,8 @@ def _run_cell(lab: Lab, target: str, command: list[str], *, user: str | None, wo
         recorded = lab.record_exec(target, command, user=user, workdir=workdir, env=env, timeout=timeout,
                                    on_event=on_chunk)  # type: ignore[arg-type]
         return recorded.status, recorded.exit_code
-    stream = lab.exec_stream(target, command, user=user, workdir=workdir, env=env, timeout=timeout)
-    status: str | None = None
-    try:
-        for chunk in stream:
-            on_chunk(chunk)
-    except LabTimeout:
-        status = "timeout"
-    except KeyboardInterrupt:  # the stream has stopped the command in the container
-        status = "cancelled"
-    exit_code = stream.result.exit_code if stream.result else None
-    return status or ("success" if exit_code == 0 else "error"), exit_code
+    drained = drain(lab.exec_stream(target, command, user=user, workdir=workdir, env=env, timeout=timeout), on_chunk)
+    return drained.status, drained.exit_code
 
 
 @magics_class
@@ -229,10 +220,8 @@ class LabMagics(Magics):
                                           env=env or None, timeout=args.timeout, on_chunk=show)
         except (NotFound, InvalidName) as exc:  # an unknown target: the message lists what exists
             raise UsageError(str(exc)) from exc
-        except LabError as exc:
-            if "not running" in str(exc):  # says how to start it
-                raise UsageError(str(exc)) from exc
-            raise
+        except NotRunning as exc:  # says how to start it
+            raise UsageError(str(exc)) from exc
         stdout, stderr = "".join(seen["stdout"]), "".join(seen["stderr"])
         if args.out:
             self.shell.user_ns[args.out] = stdout
@@ -289,10 +278,7 @@ class LabMagics(Magics):
                 status = lab.status()
                 return status[status["role"] == "agent"][["agent", "group", "state", "name"]].reset_index(drop=True)
             if args.command == "stats":
-                stats = getattr(lab, "stats", None)
-                if stats is None:
-                    raise UsageError("stats unavailable: this version of claude-lab has no lab.stats()")
-                return stats()
+                return lab.stats()
             panel = lab.panel()
             self.panels.append(panel)
             return panel

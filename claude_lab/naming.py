@@ -22,6 +22,20 @@ IMAGE_NAME = f"{PREFIX}.image"
 PROJECT = f"{PREFIX}.project"
 DOCKER_SOCKET = f"{PREFIX}.docker-socket"
 NODE = f"{PREFIX}.node"  # set by the swarm backend on what it reports: the node running the container
+EGRESS = f"{PREFIX}.egress"  # an agent's egress mode (and its netguard's)
+NETGUARD = f"{PREFIX}.netguard"  # on an agent: the name of its netguard sidecar
+CREATOR = f"{PREFIX}.creator"  # the create call that made a container (a random token): undo removes only its own
+# Swarm nodes and services (engine/swarm, engine/sim).
+ENGINE_LABEL = f"{PREFIX}.engine"  # node label: the node's engine endpoint (tcp://host:2376, ssh://user@host)
+REGISTRY_LABEL = f"{PREFIX}.registry"  # manager node label: where images go (host:port)
+MODEL_HOST_LABEL = f"{PREFIX}.model-host"  # manager node label: where every node's containers reach this host
+DNS_LABEL = f"{PREFIX}.dns"  # manager node label: the nodes' upstream resolvers, comma-separated
+SIDECAR_LABEL = f"{PREFIX}.pod-sidecar"  # service label: the spec of the container sharing its netns (JSON)
+# The swarm sim (engine/sim): never `claude-lab.lab`, which is for labs.
+SIM = f"{PREFIX}.sim"  # on every container, volume, network and node of a sim
+SIM_INIT = f"{PREFIX}.sim-init"  # manager node label: the sim that ran `docker swarm init`
+SIM_GWBRIDGE = f"{PREFIX}.sim-gwbridge"  # manager node label: "created" when that init made docker_gwbridge
+WORKER_INDEX = f"{PREFIX}.sim-worker"  # a sim worker's number
 
 # Roles of a lab's containers.
 DEV, POSTGRES, REDIS, AGENT_ROLE = "dev", "postgres", "redis", "agent"

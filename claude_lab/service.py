@@ -43,14 +43,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 
 from . import naming as n
-from .claude import claude_argv, shell_stream
+from .containers.execution import command_argv
 from .errors import AlreadyExists, ConfigError, LabError, ModelError, NotFound
-from .model import ScriptedModel
+from .model.scripted import ScriptedModel
+from .runs.runner import claude_argv
 
 if TYPE_CHECKING:
-    from .claude import Run
     from .lab import Lab
-    from .runs import RunEvent, RunResult
+    from .runs.results import RunEvent, RunResult
+    from .runs.runner import Run
 
 __all__ = ["ClaudeCodeDockerService", "ExecutionResult", "AgentRunStream", "claude_code_docker_service"]
 
@@ -292,7 +293,7 @@ class ClaudeCodeDockerService:
             run = lab.claude_stream(agent_id, command, on_event=on_event,  # type: ignore[arg-type]
                                     **run_kwargs, **extra)
         else:
-            run = shell_stream(lab, agent_id, command, timeout=run_kwargs["timeout"], on_event=on_event, **extra)
+            run = lab.shell_stream(agent_id, command, timeout=run_kwargs["timeout"], on_event=on_event, **extra)
         job.attach(run)
         return run.wait()
 
@@ -336,13 +337,9 @@ def _validate(agent_id: str, command: str | Iterable[str], is_claude_command: bo
         claude_argv(command, max_turns=max_turns, model=model if isinstance(model, str) else None,
                     allowed_tools=allowed_tools, permission_mode=permission_mode, resume=resume)
         return command
+    argv = command_argv(command)  # an empty command says so here
     if isinstance(command, str):
-        if not command.strip():
-            raise LabError("empty command: give a command to run, for example 'ls -la'")
         return command
-    argv = [str(a) for a in command]
-    if not argv:
-        raise LabError("empty command: give a command to run, for example ['ls', '-la']")
     return argv
 
 

@@ -16,7 +16,7 @@ import uuid
 import pytest
 
 from claude_lab import AuthenticationError, Lab, LabError, ModelUnreachable, RunResult, ScriptedModel
-from claude_lab.events import AssistantMessage, ResultMessage, SystemMessage, ToolUseBlock
+from claude_lab.runs.events import AssistantMessage, ResultMessage, SystemMessage, ToolUseBlock
 from claude_lab.naming import network_name
 from support import leftovers, poll, tool
 

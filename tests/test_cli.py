@@ -181,7 +181,7 @@ def test_remove_stop_and_cleanup(lab: Lab, engine: Engine):
         ok(cli(lab, "create", agent))
 
     def volumes() -> set[str]:
-        return {v["Name"] for v in engine.volumes({LAB: lab.name})}
+        return {v.name for v in engine.volumes({LAB: lab.name})}
 
     assert "removed agent gone" in ok(cli(lab, "remove", "gone")).stdout
     assert f"{lab.name}_gone_workspace" in volumes()  # the workspace stays without --volumes

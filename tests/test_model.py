@@ -11,7 +11,7 @@ import pytest
 anthropic = pytest.importorskip("anthropic")
 
 from claude_lab.errors import LabError, PortInUse  # noqa: E402
-from claude_lab.model import DONE_TEXT, REDACTED, ScriptedModel, ScriptError  # noqa: E402
+from claude_lab.model.scripted import DONE_TEXT, REDACTED, ScriptedModel, ScriptError  # noqa: E402
 
 WRITE_INPUT = {"file_path": "/work/hello.py", "content": 'print("hello, world")\n# ünïcode and "quotes"\n'}
 TOOLS = [

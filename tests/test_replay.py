@@ -22,8 +22,8 @@ import requests
 
 from claude_lab import Lab, LabError, ReplayDivergence, RunResult, ScriptedModel
 from claude_lab.naming import network_name
-from claude_lab.proxy import Exchange, ModelProxy
-from claude_lab.replay import Divergence
+from claude_lab.model.proxy import Exchange, ModelProxy
+from claude_lab.runs.cassette import Divergence
 from support import poll
 
 PROMPT = "Make greet.py greet the world, add a test script and run it."
@@ -316,7 +316,8 @@ def cli_request(seq: int, *, sha: str, run_id: str, day: str, session: str, tool
 
 
 def test_matching_ignores_what_varies_between_identical_runs_and_names_the_first_real_difference():
-    from claude_lab.replay import Cassette, first_difference, normalized_request
+    from claude_lab.runs.cassette import Cassette
+    from claude_lab.runs.normalize import first_difference, normalized_request
 
     recorded = cli_request(0, sha="8197303", run_id="20261127-001924-c64bf6", day="2026-11-26", session="s-1",
                            tool_id="toolu_01AAAA", listing_time="Nov 26 23:59")

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from claude_lab import InvalidName, Lab, LabError, ScriptedModel
-from claude_lab.events import AssistantMessage, ResultMessage, SystemMessage, ToolUseBlock
+from claude_lab.runs.events import AssistantMessage, ResultMessage, SystemMessage, ToolUseBlock
 from claude_lab.naming import network_name
 from claude_lab.service import AgentRunStream, ClaudeCodeDockerService, ExecutionResult
 from support import leftovers, poll, tool

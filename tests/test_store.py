@@ -15,13 +15,13 @@ import pandas as pd
 import pytest
 
 from claude_lab import AlreadyExists, Lab, NotFound, RunResult, RunStore, ScriptedModel
-from claude_lab.proxy import Exchange
-from claude_lab.store import RUN_COLUMNS
+from claude_lab.model.proxy import Exchange
+from claude_lab.runs.store import RUN_COLUMNS
 
 WRITER = """
 import sys, threading
-from claude_lab.proxy import Exchange
-from claude_lab.store import RunStore
+from claude_lab.model.proxy import Exchange
+from claude_lab.runs.store import RunStore
 path, tag, count, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 store = RunStore.at(path)
 def write(prefix):
@@ -41,7 +41,7 @@ for w in workers:
 
 DIES_MID_RUN = """
 import os, sys
-from claude_lab.store import RunStore
+from claude_lab.runs.store import RunStore
 RunStore.at(sys.argv[1]).start_run({"run_id": sys.argv[2], "lab": "l", "agent_id": "a", "kind": "shell",
                                     "prompt": "sleep 600"})
 os._exit(0)  # gone without completing: as when the kernel dies

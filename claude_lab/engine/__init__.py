@@ -1,21 +1,23 @@
 """The engine layer: the only code that imports `docker`.
 
-One face, two implementations: `Engine` talks to one Docker engine (the local socket or
-DOCKER_HOST); `SwarmEngine` runs the same calls on a Docker Swarm (agents as one-replica
-services, exec/logs/stats on the engine of the node running the task). The core only sees the
-face: `ContainerInfo`/`ContainerSpec` dataclasses and `LabError`s.
+One face (`face.EngineFace`, a Protocol), two implementations: `Engine` talks to one Docker engine
+(the local socket or DOCKER_HOST); `SwarmEngine` runs the same calls on a Docker Swarm (agents as
+one-replica services, exec/logs/stats on the engine of the node running the task). The core sees
+only the face, the records of `types` and `LabError`s (`errors` translates Docker's exceptions).
+`sim` runs a real multi-node swarm on this machine for trying and testing the swarm backend.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from .local import (ENGINE_HINT, CgroupLayout, ContainerBrief, ContainerInfo, ContainerSpec, Engine,
-                    StatsReading, memory_bytes)
-
+from .errors import ENGINE_HINT
+from .face import EngineFace
+from .local import Engine
+from .parse import host_nameservers
+from .types import (CgroupLayout, ContainerBrief, ContainerInfo, ContainerSpec, NetworkInfo, NodeInfo, StatsReading,
+                    VersionInfo, VolumeInfo, memory_bytes)
 
 
 def connect(backend: str = "local", *, manager_url: str | None = None, registry: str | None = None,
-            model_host: str | None = None, node_engines: dict[str, str] | None = None) -> "Engine | SwarmEngine":
+            model_host: str | None = None, node_engines: dict[str, str] | None = None) -> EngineFace:
     """The engine for a backend: one Docker engine, or a Swarm through its manager."""
     if backend == "swarm":
         from .swarm import SwarmEngine
@@ -24,8 +26,6 @@ def connect(backend: str = "local", *, manager_url: str | None = None, registry:
     return Engine(manager_url)
 
 
-__all__ = ["ENGINE_HINT", "CgroupLayout", "ContainerBrief", "ContainerInfo", "ContainerSpec", "Engine",
-           "StatsReading", "connect", "memory_bytes"]
-
-if TYPE_CHECKING:
-    from .swarm import SwarmEngine
+__all__ = ["ENGINE_HINT", "CgroupLayout", "ContainerBrief", "ContainerInfo", "ContainerSpec", "Engine", "EngineFace",
+           "NetworkInfo", "NodeInfo", "StatsReading", "VersionInfo", "VolumeInfo", "connect", "host_nameservers",
+           "memory_bytes"]

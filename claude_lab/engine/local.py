@@ -1,270 +1,26 @@
-"""The engine layer: the only module that imports `docker`.
+"""One Docker engine (the local socket or DOCKER_HOST) behind the engine face (`face.EngineFace`).
 
-It turns docker-py's objects and exceptions into small dataclasses and `LabError`s, so the
-core never sees a Docker type and another backend can stand behind the same face.
+docker-py's low-level `APIClient` does the talking; `parse` turns its JSON into records and `errors`
+its exceptions into `LabError`s, so nothing of Docker's leaves this package.
 """
 from __future__ import annotations
 
 import ipaddress
 import os
 import threading
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import docker
 import docker.errors
-import requests.exceptions
 from docker.types import Healthcheck
 
-from ..errors import AlreadyExists, EngineUnavailable, LabError, NotFound
-
-ENGINE_HINT = (
-    "start one with `make setup` (installs docker.io and starts dockerd on Debian), "
-    "`sudo dockerd &`, or point DOCKER_HOST at a running engine"
-)
-
-
-@dataclass(frozen=True)
-class ContainerInfo:
-    id: str
-    name: str
-    state: str  # created | running | paused | restarting | exited | dead
-    health: str | None  # healthy | unhealthy | starting | None (no healthcheck)
-    image: str
-    image_id: str
-    labels: dict[str, str]
-    ports: dict[str, str]  # "5432/tcp" -> "127.0.0.1:5433"
-    created: datetime | None
-    exit_code: int | None = None
-    oom_killed: bool = False
-    networks: tuple[str, ...] = ()
-    ip_addresses: dict[str, str] = field(default_factory=dict)  # network -> IPv4 address
-    pid: int | None = None
-    memory: int | None = None  # limits from HostConfig (None: unlimited); the run store records them
-    nano_cpus: int | None = None
-    pids_limit: int | None = None
-    started_at: datetime | None = None
-    network_mode: str = ""  # "container:<id>" when it shares another container's network namespace
-
-    @property
-    def running(self) -> bool:
-        return self.state == "running"
-
-
-@dataclass
-class ContainerSpec:
-    """What to create; the core fills it, the engine turns it into API calls."""
-
-    name: str
-    image: str
-    labels: dict[str, str]
-    network: str
-    aliases: list[str] = field(default_factory=list)
-    extra_networks: dict[str, list[str]] = field(default_factory=dict)  # network -> aliases
-    command: list[str] | None = None
-    user: str | None = None
-    hostname: str | None = None
-    working_dir: str | None = None
-    environment: dict[str, str] = field(default_factory=dict)
-    volumes: dict[str, dict[str, str]] = field(default_factory=dict)  # source -> {bind, mode}
-    ports: dict[str, tuple[str, int]] = field(default_factory=dict)  # "5432/tcp" -> (ip, port)
-    mem_limit: str | None = None
-    nano_cpus: int | None = None
-    pids_limit: int | None = None
-    cap_drop: list[str] | None = None
-    cap_add: list[str] | None = None
-    security_opt: list[str] | None = None
-    restart_policy: str | None = "unless-stopped"
-    read_only: bool = False
-    tmpfs: dict[str, str] | None = None
-    runtime: str | None = None  # an OCI runtime the engine knows (docker info: Runtimes), e.g. runsc
-    init: bool = False
-    healthcheck: dict[str, Any] | None = None
-
-
-def _parse_time(value: str | None) -> datetime | None:
-    if not value or value.startswith("0001-"):
-        return None
-    # Docker gives nanoseconds; fromisoformat takes at most microseconds.
-    head, _, frac = value.rstrip("Z").partition(".")
-    frac = (frac + "000000")[:6]
-    try:
-        return datetime.fromisoformat(f"{head}.{frac}+00:00")
-    except ValueError:
-        return None
-
-
-def _info(attrs: dict[str, Any], owner: dict[str, Any] | None = None) -> ContainerInfo:
-    """`owner`: the container whose network namespace this one joined; its networks are this one's."""
-    state = attrs.get("State", {}) or {}
-    config = attrs.get("Config", {}) or {}
-    limits = attrs.get("HostConfig") or {}
-    health = (state.get("Health") or {}).get("Status")
-    ports: dict[str, str] = {}
-    for cport, bindings in ((attrs.get("NetworkSettings") or {}).get("Ports") or {}).items():
-        for b in bindings or []:
-            ports[cport] = f"{b.get('HostIp') or '0.0.0.0'}:{b.get('HostPort')}"
-            break
-    nets = ((owner or attrs).get("NetworkSettings") or {}).get("Networks") or {}
-    networks = tuple(sorted(nets))
-    return ContainerInfo(
-        id=attrs["Id"],
-        name=attrs["Name"].lstrip("/"),
-        state=state.get("Status", "unknown"),
-        health=health,
-        image=config.get("Image", ""),
-        image_id=attrs.get("Image", ""),
-        labels=dict(config.get("Labels") or {}),
-        ports=ports,
-        created=_parse_time(attrs.get("Created")),
-        exit_code=state.get("ExitCode"),
-        oom_killed=bool(state.get("OOMKilled")),
-        networks=networks,
-        ip_addresses={k: v.get("IPAddress") for k, v in nets.items() if v.get("IPAddress")},
-        pid=state.get("Pid") or None,
-        memory=limits.get("Memory") or None,
-        nano_cpus=limits.get("NanoCpus") or None,
-        pids_limit=limits.get("PidsLimit") if (limits.get("PidsLimit") or 0) > 0 else None,  # 0/-1: unlimited
-        started_at=_parse_time(state.get("StartedAt")),
-        network_mode=str(limits.get("NetworkMode") or ""),
-    )
-
-
-def _ipam(attrs: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """A network's (subnets, gateways); a missing gateway is the subnet's first host, as Docker assigns."""
-    subnets: list[str] = []
-    gateways: list[str] = []
-    for cfg in (attrs.get("IPAM") or {}).get("Config") or []:
-        subnet, gateway = cfg.get("Subnet"), cfg.get("Gateway")
-        if not subnet:
-            continue
-        net = ipaddress.ip_network(subnet, strict=False)
-        subnets.append(str(net))
-        gateways.append(gateway.split("/")[0] if gateway else str(next(net.hosts())))
-    return subnets, gateways
-
-
-def _netns_owner(attrs: dict[str, Any]) -> str | None:
-    """The container whose network namespace this one joined (network_mode=container:<id>), if any."""
-    mode = str((attrs.get("HostConfig") or {}).get("NetworkMode") or "")
-    return mode.split(":", 1)[1] if mode.startswith("container:") else None
-
-
-def _filters(labels: dict[str, str | None]) -> dict[str, list[str]]:
-    return {"label": [k if v is None else f"{k}={v}" for k, v in labels.items()]}
-
-
-def memory_bytes(value: str | int | None) -> int | None:
-    """A size as Docker takes it ("2g", "512m", bytes) in bytes; a clear error for anything else."""
-    if value is None or isinstance(value, int):
-        return value
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    v = value.strip().lower().rstrip("b")
-    try:
-        return int(float(v[:-1]) * units[v[-1]]) if v and v[-1] in units else int(v)
-    except (ValueError, KeyError):
-        raise LabError(f"memory limit {value!r} is not a size; use bytes or a number with k, m or g ('2g')") from None
-
-
-def host_nameservers(path: str = "/etc/resolv.conf") -> list[str]:
-    """This machine's resolvers, loopback ones left out (they are dialled from the host's namespace,
-    so no container can use them)."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return []
-    out = []
-    for line in lines:
-        parts = line.split()
-        if len(parts) >= 2 and parts[0] == "nameserver":
-            try:
-                ip = ipaddress.ip_address(parts[1].split("%")[0])
-            except ValueError:
-                continue
-            if not ip.is_loopback:
-                out.append(str(ip))
-    return out
-
-
-# -- resource stats: what the core needs to read them (stats.py does the reading) ----------------
-@dataclass(frozen=True)
-class ContainerBrief:
-    """A container as the list call gives it: no inspect per container, so listing stays one request."""
-
-    id: str
-    name: str
-    state: str
-    labels: dict[str, str]
-
-
-@dataclass(frozen=True)
-class CgroupLayout:
-    """Where the engine puts containers' cgroups, as `docker info` tells (CgroupVersion, CgroupDriver)."""
-
-    version: int  # 1 or 2
-    driver: str  # cgroupfs | systemd
-    mem_total: int  # the engine's memory: docker stats' limit for a container without one
-    ncpu: int
-    root: str = "/sys/fs/cgroup"
-
-    def dirs(self, container_id: str) -> dict[str, str]:
-        """Controller -> directory of a container's cgroup, by Docker's naming convention."""
-        rel = f"system.slice/docker-{container_id}.scope" if self.driver == "systemd" else f"docker/{container_id}"
-        if self.version >= 2:
-            return {c: f"{self.root}/{rel}" for c in ("cpu", "memory", "io", "pids")}
-        return {c: f"{self.root}/{c}/{rel}" for c in ("cpuacct", "memory", "blkio", "pids")}
-
-
-@dataclass(frozen=True)
-class StatsReading:
-    """One reading of the engine's stats API, with the engine's CPU reading from about 1 s before."""
-
-    cpu_ns: int  # the container's total CPU time
-    system_ns: int  # the host's total CPU time (all CPUs), as docker stats uses it
-    pre_cpu_ns: int
-    pre_system_ns: int
-    online_cpus: int
-    mem_usage: int
-    mem_inactive_file: int  # what docker stats subtracts: total_inactive_file (v1) / inactive_file (v2)
-    mem_limit: int
-    net_rx: int
-    net_tx: int
-    blk_read: int
-    blk_write: int
-    pids: int
-
-
-def _stats_reading(raw: dict[str, Any]) -> StatsReading:
-    cpu, pre = raw.get("cpu_stats") or {}, raw.get("precpu_stats") or {}
-    mem = raw.get("memory_stats") or {}
-    mstats = mem.get("stats") or {}
-    inactive = mstats["total_inactive_file"] if "total_inactive_file" in mstats else mstats.get("inactive_file", 0)
-    rx = tx = 0
-    for net in (raw.get("networks") or {}).values():
-        rx += int(net.get("rx_bytes") or 0)
-        tx += int(net.get("tx_bytes") or 0)
-    blk_read = blk_write = 0
-    for entry in (raw.get("blkio_stats") or {}).get("io_service_bytes_recursive") or []:
-        op = (entry.get("op") or " ")[0].lower()
-        if op == "r":
-            blk_read += int(entry.get("value") or 0)
-        elif op == "w":
-            blk_write += int(entry.get("value") or 0)
-    usage = cpu.get("cpu_usage") or {}
-    return StatsReading(
-        cpu_ns=int(usage.get("total_usage") or 0),
-        system_ns=int(cpu.get("system_cpu_usage") or 0),
-        pre_cpu_ns=int((pre.get("cpu_usage") or {}).get("total_usage") or 0),
-        pre_system_ns=int(pre.get("system_cpu_usage") or 0),
-        online_cpus=int(cpu.get("online_cpus") or len(usage.get("percpu_usage") or []) or 0),
-        mem_usage=int(mem.get("usage") or 0),
-        mem_inactive_file=int(inactive or 0),
-        mem_limit=int(mem.get("limit") or 0),
-        net_rx=rx, net_tx=tx, blk_read=blk_read, blk_write=blk_write,
-        pids=int((raw.get("pids_stats") or {}).get("current") or 0),
-    )
+from ..errors import EngineUnavailable, LabError
+from .errors import DOCKER_ERRORS, ENGINE_HINT, call, translate
+from .parse import (container_info, host_nameservers, ipam, label_filters, netns_owner, network_info, stats_reading,
+                    version_info, volume_info)
+from .types import (CgroupLayout, ContainerBrief, ContainerInfo, ContainerSpec, NetworkInfo, NodeInfo, StatsReading,
+                    VersionInfo, VolumeInfo)
 
 
 class Engine:
@@ -280,7 +36,7 @@ class Engine:
             else:
                 self._client = docker.from_env(timeout=timeout)
             self._client.ping()
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        except DOCKER_ERRORS as exc:
             where = base_url or os.environ.get("DOCKER_HOST") or "the local socket (/var/run/docker.sock)"
             raise EngineUnavailable(f"no Docker engine answers at {where}: {ENGINE_HINT}. ({exc})") from exc
         self.api = self._client.api
@@ -301,30 +57,22 @@ class Engine:
         host = self.base_url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
         return host in ("localhost", "127.0.0.1", "::1")
 
-    def version(self) -> dict[str, Any]:
-        return self._call(self.api.version)
+    def version(self) -> VersionInfo:
+        return version_info(self._call(self.api.version))
 
     def info(self) -> dict[str, Any]:
+        """`docker info` as the engine says it (engine-internal: the core reads typed answers)."""
         return self._call(self.api.info)
 
     def close(self) -> None:
         self._client.close()
 
     def _call(self, fn, *args, what: str | None = None, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except docker.errors.NotFound as exc:
-            raise NotFound(f"{what or 'object'} not found: {exc.explanation or exc}") from exc
-        except docker.errors.APIError as exc:
-            if exc.status_code == 409 and "already in use" in str(exc.explanation):
-                raise AlreadyExists(f"{what or 'object'} already exists: {exc.explanation}") from exc
-            raise LabError(f"Docker engine refused: {exc.explanation or exc}") from exc
-        except requests.exceptions.ConnectionError as exc:
-            raise EngineUnavailable(f"lost the Docker engine at {self.base_url}: {ENGINE_HINT}. ({exc})") from exc
+        return call(fn, *args, what=what, where=self.base_url, **kwargs)
 
     # -- containers --------------------------------------------------------------------
     def containers(self, labels: dict[str, str | None], all: bool = True) -> list[ContainerInfo]:
-        found = self._call(self.api.containers, all=all, filters=_filters(labels))
+        found = self._call(self.api.containers, all=all, filters=label_filters(labels))
         attrs = []
         for summary in found:
             try:
@@ -332,11 +80,11 @@ class Engine:
             except docker.errors.NotFound:
                 continue  # removed between list and inspect
         by_id = {a["Id"]: a for a in attrs}
-        return [_info(a, self._owner(a, by_id)) for a in attrs]
+        return [container_info(a, self._owner(a, by_id)) for a in attrs]
 
     def _owner(self, attrs: dict[str, Any], known: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """The attrs of the container whose network namespace `attrs`' container joined (None if none)."""
-        owner = _netns_owner(attrs)
+        owner = netns_owner(attrs)
         if owner is None:
             return None
         if known and owner in known:
@@ -349,23 +97,25 @@ class Engine:
     def container(self, name: str) -> ContainerInfo | None:
         try:
             attrs = self.api.inspect_container(name)
-            return _info(attrs, self._owner(attrs))
+            return container_info(attrs, self._owner(attrs))
         except docker.errors.NotFound:
             return None
-        except requests.exceptions.ConnectionError as exc:
-            raise EngineUnavailable(f"lost the Docker engine at {self.base_url}: {ENGINE_HINT}. ({exc})") from exc
+        except DOCKER_ERRORS as exc:
+            raise translate(exc, f"container {name}", self.base_url) from exc
 
     def create_container(self, spec: ContainerSpec, start: bool = True) -> ContainerInfo:
         """Create (and start) a container; retried when a racing creator briefly doubled a network."""
+        networks = [net for net in [spec.network, *spec.extra_networks] if not net.startswith("container:")]
         for attempt in range(4):
             try:
                 return self._create_container(spec, start)
             except LabError as exc:
-                if "is ambiguous" not in str(exc) or attempt == 3:
+                # Docker names the network when it is ambiguous (two of one name) or was just removed under
+                # us (a racing creator's duplicate, resolved by name a moment before dedupe removed it).
+                if attempt == 3 or not any(net in str(exc) for net in networks):
                     raise
-                for net in [spec.network, *spec.extra_networks]:
-                    if not net.startswith("container:"):
-                        self.dedupe_network(net)
+                for net in networks:
+                    self.dedupe_network(net)
         raise AssertionError("unreachable")
 
     def _create_container(self, spec: ContainerSpec, start: bool = True) -> ContainerInfo:
@@ -422,7 +172,7 @@ class Engine:
             self.remove(cid, force=True)
             raise
         attrs = self.api.inspect_container(cid)
-        return _info(attrs, self._owner(attrs))
+        return container_info(attrs, self._owner(attrs))
 
     def create_pod(self, anchor: ContainerSpec, member: ContainerSpec, ready: Callable[[], Any]) -> ContainerInfo:
         """Two containers in one network namespace: the anchor first, `ready()`, then the member joining it.
@@ -437,11 +187,11 @@ class Engine:
         """Nothing to do: this engine's containers use its own images."""
         return {ref: ref for ref in refs}
 
-    def nodes(self) -> list[dict[str, Any]]:
+    def nodes(self) -> list[NodeInfo]:
         """This engine as the only node (the swarm backend lists its nodes the same way)."""
         info = self.info()
-        return [{"id": info.get("ID", ""), "hostname": info.get("Name", ""), "role": "engine", "state": "ready",
-                 "availability": "active", "address": "", "engine": self.base_url, "labels": {}}]
+        return [NodeInfo(id=info.get("ID", ""), hostname=info.get("Name", ""), role="engine", state="ready",
+                         engine=self.base_url)]
 
     def start(self, name: str) -> None:
         self._call(self.api.start, name, what=f"container {name}")
@@ -571,14 +321,14 @@ class Engine:
     def network_addresses(self, name: str) -> tuple[list[str], list[str]]:
         """A network's subnets and gateways, IPv4 and IPv6 (the gateways are the host's own addresses)."""
         attrs = self._call(self.api.inspect_network, name, what=f"network {name}")
-        return _ipam(attrs)
+        return ipam(attrs)
 
     def gateways(self) -> list[str]:
         """Every network's gateway on this engine, all labs' and not: each is an address of the host."""
         found: list[str] = []
         for summary in self._call(self.api.networks):
             try:
-                found += _ipam(self.api.inspect_network(summary["Id"]))[1]
+                found += ipam(self.api.inspect_network(summary["Id"]))[1]
             except docker.errors.NotFound:
                 continue
         return list(dict.fromkeys(found))
@@ -591,8 +341,8 @@ class Engine:
         """The OCI runtimes this engine can run containers with (runc, and e.g. runsc once registered)."""
         return sorted((self.info().get("Runtimes") or {}).keys())
 
-    def networks(self, labels: dict[str, str | None]) -> list[dict[str, Any]]:
-        return self._call(self.api.networks, filters=_filters(labels))
+    def networks(self, labels: dict[str, str | None]) -> list[NetworkInfo]:
+        return [network_info(n) for n in self._call(self.api.networks, filters=label_filters(labels))]
 
     def remove_network(self, name: str) -> None:
         try:
@@ -612,8 +362,9 @@ class Engine:
     def create_volume(self, name: str, labels: dict[str, str]) -> None:
         self._call(self.api.create_volume, name, labels=labels)
 
-    def volumes(self, labels: dict[str, str | None]) -> list[dict[str, Any]]:
-        return self._call(self.api.volumes, filters=_filters(labels)).get("Volumes") or []
+    def volumes(self, labels: dict[str, str | None]) -> list[VolumeInfo]:
+        found = self._call(self.api.volumes, filters=label_filters(labels)).get("Volumes") or []
+        return [volume_info(v) for v in found]
 
     def remove_volume(self, name: str) -> None:
         try:
@@ -676,7 +427,7 @@ class Engine:
     # -- resource stats ----------------------------------------------------------------------
     def container_briefs(self, labels: dict[str, str | None], all: bool = True) -> list[ContainerBrief]:
         """The matching containers from one list request (no inspect: cheap enough to call every second)."""
-        found = self._call(self.api.containers, all=all, filters=_filters(labels))
+        found = self._call(self.api.containers, all=all, filters=label_filters(labels))
         return [ContainerBrief(id=c["Id"], name=(c.get("Names") or ["/" + c["Id"][:12]])[0].lstrip("/"),
                                state=c.get("State") or "unknown", labels=dict(c.get("Labels") or {}))
                 for c in found]
@@ -697,7 +448,7 @@ class Engine:
 
     def container_stats(self, container: str) -> StatsReading:
         """The stats API's reading (the engine waits about 1 s for its second CPU sample)."""
-        return _stats_reading(self._call(self.api.stats, container, stream=False, what=f"container {container}"))
+        return stats_reading(self._call(self.api.stats, container, stream=False, what=f"container {container}"))
 
     # -- raw client, for benchmarks' baselines only ------------------------------------
     @property

@@ -16,9 +16,9 @@ from ..errors import LabError, ModelError
 from .transcript import event_lines, summary_line
 
 if TYPE_CHECKING:
-    from ..claude import Run
     from ..lab import Lab
-    from ..runs import RunResult
+    from ..runs.results import RunResult
+    from ..runs.runner import Run
 
 _STATUS_COLOURS = {"success": "#2e7d32", "error": "#c62828", "max_turns": "#ef6c00",
                    "timeout": "#ef6c00", "cancelled": "#757575"}

@@ -25,14 +25,8 @@ UNAVAILABLE = "stats unavailable"
 
 def start_sampler(lab: "Lab", interval: float = 2.0, window: float = 300.0) -> tuple[Any, str | None]:
     """Start `lab.watch_stats(interval)`; returns (sampler, None) or (None, why there is none)."""
-    watch = getattr(lab, "watch_stats", None)
-    if watch is None:
-        return None, f"{UNAVAILABLE}: this version of claude-lab has no lab.watch_stats()"
-    try:
-        try:  # keep about `window` seconds of samples (for up to 50 containers), not a day's worth
-            return watch(interval=interval, max_rows=int(window / interval + 1) * 50), None
-        except TypeError:
-            return watch(interval=interval), None
+    try:  # keep about `window` seconds of samples (for up to 50 containers), not a day's worth
+        return lab.watch_stats(interval=interval, max_rows=int(window / interval + 1) * 50), None
     except Exception as exc:  # no engine, or one whose stats cannot be read
         return None, f"{UNAVAILABLE}: {exc}"
 
@@ -41,7 +35,7 @@ def draw_chart(frame: pd.DataFrame, window_s: float = 300.0) -> bytes:
     """A PNG of CPU % and memory per container over the last `window_s` seconds of `frame`."""
     from matplotlib.dates import DateFormatter
 
-    from ..plotting import plot_stats
+    from ..stats.plotting import plot_stats
 
     stamps = pd.to_datetime(frame["timestamp"], utc=True)
     end = stamps.max().floor("us")  # matplotlib's dates are datetimes: microseconds at most

@@ -5,9 +5,9 @@ call, the assistant's text as it comes, a line for tool errors, and a summary at
 """
 from __future__ import annotations
 
-from ..events import AssistantMessage, SystemMessage, TextBlock, ToolResultBlock, ToolUseBlock, UserMessage
-from ..execution import OutputChunk
-from ..runs import RunEvent, RunResult, ToolCall
+from ..containers.execution import OutputChunk
+from ..runs.events import AssistantMessage, SystemMessage, TextBlock, ToolResultBlock, ToolUseBlock, UserMessage
+from ..runs.results import RunEvent, RunResult, ToolCall
 
 TOOL = "⏺"
 FAILED = "✗"

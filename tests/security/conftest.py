@@ -132,7 +132,7 @@ def listener() -> Iterator[type[Listener]]:
 
 def host_addresses_v4(lab: Lab) -> list[str]:
     """This machine's own IPv4 addresses an agent could aim at (gateways, interfaces; not loopback)."""
-    from claude_lab.netpolicy import host_addresses
+    from claude_lab.netguard.sidecar import host_addresses
 
     return [a for a in host_addresses(lab.engine) if ":" not in a]
 
@@ -205,7 +205,7 @@ def outside(lab: Lab) -> Outside:
 
 def attach_to_outside(lab: Lab, agent: str, outside: Outside) -> None:
     """Give the agent a route to the outside network (its netguard joins it); policy is unchanged."""
-    from claude_lab.netpolicy import sidecar_name
+    from claude_lab.netguard.sidecar import sidecar_name
 
     lab.engine.connect(outside.network, sidecar_name(lab.name, agent))
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from claude_lab import ConfigError, Lab, ScriptedModel, netpolicy
+from claude_lab import ConfigError, Lab, ScriptedModel
+from claude_lab.netguard import sidecar as ng
 
 
 def test_agent_and_netguard_defaults(lab: Lab, engine, probes):
@@ -12,7 +13,7 @@ def test_agent_and_netguard_defaults(lab: Lab, engine, probes):
     lines = status.split("\n")
     fields = dict(line.split(":\t") for line in lines[1:] if line)
     hc = engine.api.inspect_container(lab.agent("plain").name)["HostConfig"]
-    guard = engine.api.inspect_container(netpolicy.sidecar_name(lab.name, "plain"))["HostConfig"]
+    guard = engine.api.inspect_container(ng.sidecar_name(lab.name, "plain"))["HostConfig"]
     seen = {
         ("user id", "1000"): lines[0],
         ("effective capabilities", "0000000000000000"): fields["CapEff"],

@@ -3,8 +3,9 @@ allowlist (IPv4 and IPv6), DNS, and the firewall itself. Every target is this ma
 """
 from __future__ import annotations
 
-from claude_lab import Lab, ScriptedModel, netpolicy
-from claude_lab.endpoint import lab_gateway
+from claude_lab import Lab, ScriptedModel
+from claude_lab.netguard import sidecar as ng
+from claude_lab.model.endpoint import lab_gateway
 from support import poll
 
 from .conftest import attach_to_outside, connect, control_probe, host_addresses_v4
@@ -20,7 +21,7 @@ def all_refused(lab: Lab, agent: str, hosts: list[str], port: int) -> str:
 
 
 def test_the_host_is_unreachable_in_every_mode_but_the_lab_model_port(lab: Lab, listener, probes):
-    gw = lab_gateway(lab)
+    gw = lab_gateway(lab.engine, lab.name)
     backend = listener("0.0.0.0")  # the researcher's backend (port 8000 in the issue), on every host address
     docker_api = [listener(gw, 2375), listener(gw, 2376)]  # a Docker API on the gateway, as some set-ups have
     hosts = host_addresses_v4(lab)
@@ -37,7 +38,7 @@ def test_the_host_is_unreachable_in_every_mode_but_the_lab_model_port(lab: Lab, 
             for api in docker_api:
                 assert probes.record(f"Docker API on the bridge gateway :{api.port}", "refused",
                                      connect(lab, agent, gw, api.port), area="network", where=f"agent, egress={mode}")
-            netpolicy.allow_endpoint(lab, agent, model.url)
+            ng.allow_endpoint(lab.engine, lab.name, agent, model.url)
             assert probes.record("the lab's model server on the gateway", "answered",
                                  connect(lab, agent, gw, model.port), area="network", where=f"agent, egress={mode}")
             socket_seen = lab.exec(agent, "test -e /var/run/docker.sock && echo present || echo absent").stdout.strip()
@@ -47,7 +48,7 @@ def test_the_host_is_unreachable_in_every_mode_but_the_lab_model_port(lab: Lab, 
         # The agents' rows show the self-check the netguard ran when it applied its rules.
         rows = lab.status().set_index("agent")
         assert all(rows.loc[f"host-{m}", "egress"].startswith(f"{m}: checked") for m in ("open", "allowlist", "none"))
-        assert not (lab.status()["role"] == netpolicy.NETGUARD_ROLE).any()  # folded into the agent rows
+        assert not (lab.status()["role"] == ng.NETGUARD_ROLE).any()  # folded into the agent rows
     finally:
         model.stop()
 
@@ -133,10 +134,10 @@ def test_none_mode_keeps_dns_inside_the_lab(lab: Lab, probes):
 
 
 def test_the_agent_cannot_undo_its_firewall(lab: Lab, listener, engine, probes):
-    gw = lab_gateway(lab)
+    gw = lab_gateway(lab.engine, lab.name)
     backend = listener(gw)
     lab.create_agent("attacker", progress=False)
-    guard = netpolicy.sidecar_name(lab.name, "attacker")
+    guard = ng.sidecar_name(lab.name, "attacker")
     before = lab.engine.exec_output(guard, ["iptables-save", "-t", "filter"])[1]
     # The agent's own tools, as its user and even as root in its container (no capabilities either way).
     tries = {

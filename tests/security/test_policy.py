@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from claude_lab import ConfigError, LabConfig
-from claude_lab.netpolicy import AllowEntry, EgressPolicy, group_settings, parse_entry
+from claude_lab.netguard.policy import AllowEntry, EgressPolicy, group_settings, parse_entry
 
 
 def test_allowlist_entries_parse_or_say_what_is_wrong(tmp_path):

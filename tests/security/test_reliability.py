@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from claude_lab import Lab, netpolicy
+from claude_lab import Lab
+from claude_lab.netguard import sidecar as ng
 from claude_lab.engine import Engine
 from support import poll
 
@@ -92,9 +93,9 @@ def test_two_processes_create_the_same_agent_once(lab: Lab, probes):
         assert kinds == ["AlreadyExists", "created"], results
         loser = next(r for r in results if r["outcome"] == "AlreadyExists")
         assert f"agent {agent!r} already exists" in loser["message"]
-        assert sorted(containers) == [f"{lab.name}_{agent}", netpolicy.sidecar_name(lab.name, agent)]
+        assert sorted(containers) == [f"{lab.name}_{agent}", ng.sidecar_name(lab.name, agent)]
         assert lab.egress(agent).ok and lab.exec(agent, "echo ok").ok
-        vols = [v["Name"] for v in lab.engine.volumes({"claude-lab.lab": lab.name, "claude-lab.agent": agent})]
+        vols = [v.name for v in lab.engine.volumes({"claude-lab.lab": lab.name, "claude-lab.agent": agent})]
         assert vols == [f"{lab.name}_{agent}_workspace"]  # the loser did not take the winner's volume
     assert probes.record("two processes create the same agent at once (x2)", "one created, one AlreadyExists",
                          "one created, one AlreadyExists", area="reliability", where="lab")

@@ -5,7 +5,7 @@ import json
 import uuid
 
 from claude_lab import Lab, ScriptedModel
-from claude_lab.endpoint import lab_gateway
+from claude_lab.model.endpoint import lab_gateway
 
 
 def test_api_key_is_nowhere_but_in_the_cli_process(lab: Lab, engine, tmp_path, probes):
@@ -14,7 +14,7 @@ def test_api_key_is_nowhere_but_in_the_cli_process(lab: Lab, engine, tmp_path, p
     key_file.write_text(secret + "\n")
     lab.create_agent("keyed", progress=False)
     model = ScriptedModel([[{"type": "tool_use", "name": "Bash", "input": {"command": "printenv ANTHROPIC_API_KEY"}}],
-                           "done"], host=lab_gateway(lab)).start()
+                           "done"], host=lab_gateway(lab.engine, lab.name)).start()
     try:
         lab.config.model_base_url = model.url  # a "real" endpoint: the configured key is used
         lab.config.api_key_file = str(key_file)

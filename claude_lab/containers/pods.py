@@ -1,0 +1,95 @@
+"""An agent's pod: its network (services attached for a new group), its workspace volume, its netguard
+sidecar owning the network namespace, and the hardened agent container joining it -- all or nothing."""
+from __future__ import annotations
+
+import uuid
+import warnings
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Iterable
+
+from .. import naming as n
+from ..engine.types import ContainerInfo
+from ..errors import AlreadyExists
+from ..netguard import sidecar as guard
+from ..netguard.policy import group_settings
+from ..util.undo import Undo
+from . import hardening
+from .agent_spec import Limits, agent_spec
+from .lab_objects import attach_services, ensure_network, ensure_volume
+
+if TYPE_CHECKING:
+    from ..config import LabConfig
+    from ..engine.face import EngineFace
+
+
+@dataclass(frozen=True)
+class AgentRequest:
+    """What `create_agent` was asked for, resolved against the lab's settings (`of`)."""
+
+    agent_id: str
+    group: str | None
+    limits: Limits
+    image: str | None
+    env: dict[str, str] | None
+    socket: bool
+    read_only: bool
+    runtime: str | None
+    egress: str | None
+    egress_allow: Iterable[str] | None
+
+    @classmethod
+    def of(cls, engine: "EngineFace", cfg: "LabConfig", agent_id: str, group: str | None, *,
+           memory: str | int | None, cpus: float | None, pids: int | None, image: str | None,
+           env: dict[str, str] | None, socket: bool | None, read_only: bool | None, runtime: str | None,
+           egress: str | None, egress_allow: Iterable[str] | None) -> "AgentRequest":
+        """Checked before anything is made: limits, the runtime (the engine must have it), warnings said."""
+        rt = hardening.check_runtime(engine, runtime if runtime is not None else cfg.runtime)
+        if rt and "runc" not in rt and (egress or group_settings(cfg, group).get("egress") or cfg.egress) != "open":
+            warnings.warn(f"runtime={rt!r}: a sandbox with its own network stack (gVisor's runsc) may send "
+                          f"packets past the netguard's iptables rules; see SECURITY.md", stacklevel=3)
+        return cls(agent_id, group, Limits.of(cfg, memory, cpus, pids), image, env,
+                   cfg.mount_docker_socket if socket is None else socket,
+                   cfg.read_only if read_only is None else read_only, rt, egress, egress_allow)
+
+
+def create_pod(engine: "EngineFace", cfg: "LabConfig", lab: str, req: AgentRequest,
+               model_url: str | None) -> ContainerInfo:
+    """Make the agent's pod; on any failure remove what this call made. `AlreadyExists` when a racing
+    creator won the name (its network and volume, shared by name, stay)."""
+    undo = Undo()
+    name = n.container_name(lab, n.AGENT_ROLE, req.agent_id)
+    try:
+        net = n.network_name(lab, req.group)
+        if ensure_network(engine, undo, lab, net, req.group) and req.group is not None:
+            attach_services(engine, lab, net)
+        ensure_volume(engine, undo, lab, n.workspace_volume(lab, req.agent_id), role="workspace", agent=req.agent_id)
+        if req.socket:
+            warnings.warn(f"agent {req.agent_id} gets the Docker socket: it can control the whole engine "
+                          f"(and so the host). Only do this for trusted work.", stacklevel=3)
+        policy = guard.policy_for(engine, cfg, lab, req.group, net, model_url, req.egress, req.egress_allow)
+        sidecar = guard.sidecar_spec(lab, cfg.image("netguard"), req.agent_id, req.group, net, policy)
+        spec = agent_spec(cfg, lab, req.agent_id, req.group, sidecar.name, policy.mode, limits=req.limits,
+                          image=req.image, env=req.env, socket=req.socket, read_only=req.read_only,
+                          runtime=req.runtime)
+        # Both containers carry this call's token, so undoing removes only what this call made: a racing
+        # creator that won either name keeps it (Docker's names are unique: never a duplicate).
+        token = uuid.uuid4().hex
+        sidecar, spec = (replace(s, labels={**s.labels, n.CREATOR: token}) for s in (sidecar, spec))
+        # The sidecar and the agent share one network namespace; its rules are checked before the
+        # agent runs anything. Both noted before the call: an interrupted create is undone too.
+        for container in (sidecar.name, name):
+            undo.push(f"container {container}", lambda c=container: _remove_if_ours(engine, c, token))
+        return engine.create_pod(sidecar, spec, ready=lambda: guard.wait_applied(engine, sidecar.name))
+    except AlreadyExists:  # whoever raced us won the name
+        undo.keep_only("container ")  # network and volume are shared by name with the winner: keep them
+        undo.rollback()
+        raise
+    except BaseException:
+        undo.rollback()
+        raise
+
+
+def _remove_if_ours(engine: "EngineFace", name: str, token: str) -> None:
+    info = engine.container(name)
+    if info is not None and info.labels.get(n.CREATOR) == token:
+        engine.remove(name, force=True)

@@ -1,0 +1,30 @@
+"""`lab.status()`: one row per container, each agent's netguard folded into its row's `egress` column."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from .. import naming as n
+from ..engine.types import ContainerInfo
+from ..netguard import sidecar as guard
+
+if TYPE_CHECKING:
+    from ..engine.face import EngineFace
+
+STATUS_COLUMNS = ["name", "role", "state", "health", "image", "ports", "created", "agent", "group", "egress",
+                  "node"]
+
+
+def status_frame(engine: "EngineFace", containers: list[ContainerInfo]) -> pd.DataFrame:
+    guards = {c.labels.get(n.AGENT): c for c in containers if c.labels.get(n.ROLE) == guard.NETGUARD_ROLE}
+    rows = [{
+        "name": c.name, "role": c.labels.get(n.ROLE), "state": c.state, "health": c.health, "image": c.image,
+        "ports": ", ".join(f"{host}->{cport}" for cport, host in sorted(c.ports.items())),
+        "created": pd.Timestamp(c.created) if c.created else pd.NaT,
+        "agent": c.labels.get(n.AGENT), "group": c.labels.get(n.GROUP),
+        "egress": guard.state_of(engine, c, guards.get(c.labels.get(n.AGENT))).text
+        if c.labels.get(n.ROLE) == n.AGENT_ROLE else None,
+        "node": c.labels.get(n.NODE),  # the swarm node running it (None on one engine)
+    } for c in containers if c.labels.get(n.ROLE) != guard.NETGUARD_ROLE]
+    return pd.DataFrame(rows, columns=STATUS_COLUMNS)

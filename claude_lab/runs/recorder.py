@@ -1,0 +1,233 @@
+"""Recording a run in the store: its record at the start, its model exchanges as they happen (through a
+recording `ModelProxy`), everything it ended with at the end; and `record_exec` for any container."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import warnings
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+from urllib.parse import urlsplit
+
+from ..containers.execution import ExecStream, drain
+from ..containers.services import WORKSPACE
+from ..errors import LabError, ModelUnreachable
+from ..model.endpoint import lab_gateway
+from ..model.proxy import Exchange, ModelProxy, probe_upstream
+from .heartbeat import HEARTBEAT
+from .ids import new_run_id
+from .results import RunEvent, RunResult, event_dict
+from .snapshot import snapshot_workspace
+from .store import RunStore
+
+if TYPE_CHECKING:
+    from ..engine.face import EngineFace
+    from ..engine.types import ContainerInfo
+    from ..model.endpoint import Endpoint
+
+
+
+
+class RecordedRun(Protocol):
+    """What the recorder reads of a run (`runner.Run` is one)."""
+
+    run_id: str
+    agent_id: str
+    start_commit: str | None
+    container: str
+    result: RunResult | None
+
+
+def endpoint_address(url: str | None) -> str | None:
+    """scheme://host[:port] only: a URL's user info, path and query may hold credentials."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+
+
+def limits_of(info: "ContainerInfo") -> dict[str, Any]:
+    return {"memory": info.memory, "nano_cpus": info.nano_cpus, "pids": info.pids_limit}
+
+
+def transcript(events: list[RunEvent]) -> tuple[bytes, bytes]:
+    lines = [json.dumps(event_dict(e), ensure_ascii=False, default=str) + "\n" for e in events]
+    times = [getattr(e, "received_at", None) for e in events]
+    return "".join(lines).encode("utf-8"), json.dumps(times).encode()
+
+
+def result_fields(res: RunResult) -> dict[str, Any]:
+    fields = {name: getattr(res, name) for name in (
+        "status", "start_commit", "end_commit", "diff", "changed_files", "exit_code", "num_turns", "input_tokens",
+        "output_tokens", "cache_read_tokens", "cache_creation_tokens", "cost_usd", "duration_s", "result",
+        "error", "session_id", "model", "resources")}
+    for name in ("replay_of", "reproduced"):
+        if getattr(res, name) is not None:
+            fields[name] = getattr(res, name)
+    return fields
+
+
+class RunRecorder:
+    """What one run writes to the store. `Run` calls `begin` once the workspace's start commit is known and
+    before the command starts, and `finish` at the very end; `judge` (replays) may set fields of the result first."""
+
+    def __init__(self, store: RunStore, lab_name: str, engine: "EngineFace", kind: str, prompt: str,
+                 options: dict[str, Any], *, endpoint: "Endpoint | None" = None, proxy: ModelProxy | None = None,
+                 replay_of: str | None = None, judge: Callable[[RunResult], None] | None = None):
+        self.store, self.lab_name, self.engine, self.kind, self.prompt = store, lab_name, engine, kind, prompt
+        self.options = options
+        self.endpoint, self.proxy = endpoint, proxy
+        self.replay_of, self.judge = replay_of, judge
+        self.run_id: str | None = None
+        self._lock = threading.Lock()
+        self._pending: list[Exchange] = []
+        self._finished = False
+        if proxy is not None:
+            proxy.on_exchange = self.exchange
+
+    @property
+    def url(self) -> str | None:
+        """Where the CLI is to send its model requests (the proxy), when recording them."""
+        return self.proxy.url if self.proxy is not None else None
+
+    def begin(self, run: RecordedRun, info: "ContainerInfo") -> None:
+        endpoint = self.endpoint
+        self.store.start_run({
+            "run_id": run.run_id, "lab": self.lab_name, "agent_id": run.agent_id, "kind": self.kind,
+            "prompt": self.prompt, "options": self.options, "model": self.options.get("model"),
+            "endpoint_kind": endpoint.source if endpoint else None,
+            "endpoint": endpoint_address(endpoint.base_url or endpoint.url)
+            if endpoint and endpoint.source != "replay" else None,
+            "image": info.image, "image_id": info.image_id, "limits": limits_of(info),
+            "start_commit": run.start_commit, "replay_of": self.replay_of,
+        })
+        with self._lock:
+            self.run_id, pending, self._pending = run.run_id, self._pending, []
+        for exchange in pending:
+            self._store_exchange(exchange)
+        HEARTBEAT.add(self.store, run.run_id)
+
+    def exchange(self, exchange: Exchange) -> None:
+        with self._lock:
+            if self.run_id is None:
+                self._pending.append(exchange)
+                return
+        self._store_exchange(exchange)
+
+    def _store_exchange(self, exchange: Exchange) -> None:
+        try:
+            self.store.add_exchange(self.run_id or "", exchange)
+        except Exception as exc:  # noqa: BLE001 - the run goes on; say what the cassette misses
+            warnings.warn(f"run {self.run_id}: exchange {exchange.seq} could not be stored: {exc}", stacklevel=2)
+
+    def fail(self, error: str) -> None:
+        """The command never started: close the record as an error."""
+        if self.run_id is not None and not self._finished:
+            self._finished = True
+            try:
+                self.store.complete_run(self.run_id, {"status": "error", "error": error})
+            finally:
+                HEARTBEAT.remove(self.store, self.run_id)
+        self.close()
+
+    def close(self) -> None:
+        if self.proxy is not None:
+            self.proxy.stop()
+
+    def finish(self, run: RecordedRun) -> None:
+        """Store the run's result, transcript and workspace snapshot; never raises (warns instead)."""
+        if self._finished:
+            return
+        self._finished = True
+        res = run.result
+        try:
+            self.close()
+            if res is not None and self.judge is not None:
+                self.judge(res)
+            if self.run_id is None or res is None:
+                return
+            events, times = transcript(res.events)
+            artifacts = {"transcript.jsonl": events, "event_times.json": times}
+            if res.stderr:
+                artifacts["stderr.txt"] = res.stderr.encode("utf-8")
+            if res.start_commit:
+                try:
+                    artifacts["workspace.bundle"] = snapshot_workspace(self.engine, run.container, WORKSPACE,
+                                                                       res.start_commit)
+                except LabError as exc:
+                    artifacts["workspace.error"] = str(exc).encode("utf-8")
+            fields = result_fields(res)
+            init = next((e for e in res.events if getattr(e, "subtype", None) == "init"), None)
+            if init is not None:
+                fields["claude_code_version"] = init.data.get("claude_code_version")  # type: ignore[attr-defined]
+            self.store.complete_run(self.run_id, fields, artifacts)
+        except Exception as exc:  # noqa: BLE001 - the caller still gets the result; the store says what it has
+            warnings.warn(f"run {self.run_id} could not be completed in the run store {self.store.path}: {exc}",
+                          stacklevel=2)
+        finally:
+            if self.run_id is not None:
+                HEARTBEAT.remove(self.store, self.run_id)
+
+
+def recorder_for(store: RunStore, engine: "EngineFace", lab_name: str, kind: str, prompt: str,
+                 options: dict[str, Any], endpoint: "Endpoint | None") -> RunRecorder:
+    """The recorder of a new run. A Claude run's model traffic then goes through a recording proxy on the lab
+    network's gateway, forwarding to the endpoint; the endpoint is probed from this machine first, so a dead
+    one still fails in seconds rather than in the CLI's retry loop."""
+    proxy = None
+    if endpoint is not None:
+        problem = probe_upstream(endpoint.url)
+        if problem:
+            hint = "" if endpoint.scripted is not None else f". {endpoint.check_hint}"
+            raise ModelUnreachable(f"the model endpoint {endpoint.url} ({endpoint.source}) cannot be reached from "
+                                   f"this machine, where claude-lab's recording proxy runs: {problem}{hint}")
+        proxy = ModelProxy(lab_gateway(engine, lab_name), upstream=endpoint.url, secrets=[endpoint.key]).start()
+    return RunRecorder(store, lab_name, engine, kind, prompt, options, endpoint=endpoint, proxy=proxy)
+
+
+def record_exec(store: RunStore, lab_name: str, target: str, info: "ContainerInfo", argv: list[str], shown: str,
+                options: dict[str, Any], start: Callable[[], ExecStream],
+                on_event: Callable[[RunEvent], None] | None = None) -> RunResult:
+    """Run a command (`start()` starts its stream) in any container as a recorded run of kind "exec".
+
+    No workspace commits are made (the dev container's folder is your project): the record holds the
+    command, its output, exit code, status and times.
+    """
+    run_id = new_run_id()
+    started_at, started = datetime.now(timezone.utc), time.monotonic()
+    store.start_run({"run_id": run_id, "lab": lab_name, "agent_id": target, "kind": "exec", "prompt": shown,
+                     "options": {"argv": argv, **options}, "image": info.image, "image_id": info.image_id,
+                     "limits": limits_of(info)})
+    HEARTBEAT.add(store, run_id)
+    events: list[RunEvent] = []
+    stream = None
+    try:
+        stream = start()
+
+        def keep(chunk: Any) -> None:
+            events.append(chunk)
+            if on_event is not None:
+                on_event(chunk)
+
+        drained = drain(stream, keep)
+        status, exit_code, result = drained.status, drained.exit_code, drained.result
+        timeout = options.get("timeout")
+        res = RunResult(run_id=run_id, agent_id=target, kind="exec", status=status, prompt=shown,
+                        result="".join(c.text for c in events), events=list(events),
+                        duration_s=time.monotonic() - started, exit_code=exit_code,
+                        stderr=result.stderr if result else "", started_at=started_at,
+                        error={"timeout": f"did not finish within {timeout}s; stopped inside the container",
+                               "cancelled": "cancelled; stopped inside the container",
+                               "error": f"exited {exit_code}"}.get(status))
+        events_data, times = transcript(res.events)
+        store.complete_run(run_id, result_fields(res), {"transcript.jsonl": events_data, "event_times.json": times})
+    except BaseException as exc:
+        if stream is not None and stream.result is None:
+            stream.cancel()
+        store.complete_run(run_id, {"status": "error", "error": str(exc) or type(exc).__name__,
+                                    "duration_s": time.monotonic() - started})
+        raise
+    finally:
+        HEARTBEAT.remove(store, run_id)
+    return res

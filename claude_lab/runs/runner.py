@@ -1,0 +1,438 @@
+"""Runs in an agent's workspace: the real Claude Code CLI (`lab.claude`) or a plain command (`lab.shell`).
+
+A Claude run is::
+
+    claude -p --output-format stream-json --verbose --permission-mode bypassPermissions \
+           [--allowedTools A,B] [--max-turns N] [--model M] [--resume SESSION] -- PROMPT
+
+executed with `docker exec` as the agent's own (non-root) user in /workspace, with the model
+endpoint and key in that exec's environment only. Why these flags:
+
+- `-p` (print mode) runs one prompt non-interactively and skips the workspace trust dialog;
+  `--output-format stream-json` prints one JSON event per line as things happen, and print mode
+  requires `--verbose` for that format.
+- `--permission-mode bypassPermissions` (the same as `--dangerously-skip-permissions`) lets tools
+  run without a person to approve them: the container is the sandbox. The CLI refuses it as root,
+  which agents are not. With `allowed_tools=` and no `permission_mode=` the mode is `dontAsk`
+  instead, so exactly the listed tools are approved and any other tool use is denied.
+- `--` ends the options, so a prompt that starts with `-` is still the prompt.
+
+Stopping: the exec carries a marker in its environment that every child inherits (the CLI, its
+Bash tool's shells, what they start); timeout, `cancel()` and Ctrl-C signal every process in the
+container that carries it (`ExecStream.cancel`), so nothing keeps running after a run ends.
+
+Before the CLI starts, one small script inside the container checks that the model endpoint
+answers on TCP (so an unreachable endpoint fails in seconds instead of in the CLI's retry loop)
+and records the workspace's start commit (see `workspace`). A 401 from the model stops the run
+at the CLI's first retry and raises `AuthenticationError`.
+
+Recording (the default; `record=False` or the `record_runs` setting turn it off): a `RunRecorder`
+(see `store`) writes the run's record once the start commit is known and completes it at the end of
+`_finalize`; a Claude run's CLI talks to a recording `ModelProxy` (see `proxy`) in front of the
+endpoint, so every model exchange lands in the run's cassette for `lab.replay` (see `replay`).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+
+from ..containers.execution import Bounded, ExecStream, OutputChunk
+from ..containers.services import WORKSPACE
+from ..errors import AuthenticationError, LabError, LabTimeout, ModelUnreachable
+from ..netguard.sidecar import allow_endpoint
+from ..util.redaction import redact_text
+from . import workspace
+from .events import AssistantMessage, Message, ResultMessage, SystemMessage, parse_line
+from .ids import new_run_id
+from .results import RunEvent, RunResult, tool_calls_from
+
+if TYPE_CHECKING:
+    from ..engine.face import EngineFace
+    from ..engine.types import ContainerInfo
+    from ..model.endpoint import Endpoint
+    from .recorder import RunRecorder
+
+MAX_PROMPT_BYTES = 100_000  # one argv string may hold at most 128 KiB on Linux
+MAX_SHELL_OUTPUT = 32 * 1024 * 1024
+_STDERR_KEEP = 64 * 1024
+
+EventCallback = Callable[[RunEvent], None]
+
+
+def _no_resources(container: str, since: datetime) -> "dict[str, Any] | None":
+    return None
+
+
+@dataclass(frozen=True)
+class RunTarget:
+    """Where a run happens, as the facade found it: the agent's running container on the lab's engine.
+    `resources(container, since)` gives the run's resource summary when a stats sampler runs."""
+
+    engine: "EngineFace"
+    lab: str
+    agent_id: str
+    container: str
+    info: "ContainerInfo"
+    resources: Callable[[str, datetime], "dict[str, Any] | None"] = _no_resources
+
+
+def claude_argv(prompt: str, *, max_turns: int | None = None, model: str | None = None,
+                allowed_tools: str | Iterable[str] | None = None, permission_mode: str | None = None,
+                resume: str | None = None) -> list[str]:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise LabError("empty prompt: tell the agent what to do, for example 'add a /health endpoint'")
+    if len(prompt.encode("utf-8")) > MAX_PROMPT_BYTES:
+        raise LabError(f"the prompt is {len(prompt.encode('utf-8')):,} bytes; at most {MAX_PROMPT_BYTES:,} fit on "
+                       f"a command line: put the long part in a file in the workspace and refer to it")
+    tools: list[str] | None = None
+    if allowed_tools is not None:
+        tools = [allowed_tools] if isinstance(allowed_tools, str) else [str(t) for t in allowed_tools]
+    mode = permission_mode or ("dontAsk" if tools else "bypassPermissions")
+    argv = ["claude", "-p", "--output-format", "stream-json", "--verbose", "--permission-mode", mode]
+    if tools:
+        argv += ["--allowedTools", ",".join(tools)]
+    if max_turns is not None:
+        if not isinstance(max_turns, int) or max_turns < 1:
+            raise LabError(f"max_turns={max_turns!r}: give a positive number of turns")
+        argv += ["--max-turns", str(max_turns)]
+    if model:
+        argv += ["--model", model]
+    if resume:
+        argv += ["--resume", resume]
+    return argv + ["--", prompt]
+
+
+def _is_auth_failure(event: Message) -> bool:
+    if isinstance(event, SystemMessage) and event.subtype == "api_retry":
+        return event.data.get("error_status") == 401 or event.data.get("error") == "authentication_failed"
+    if isinstance(event, AssistantMessage):
+        return event.error == "authentication_failed" or event.raw.get("api_error_status") == 401
+    if isinstance(event, ResultMessage):
+        return event.api_error_status == 401
+    return False
+
+
+class Run:
+    """A run in progress. Iterate it for events as they arrive; `.result` is the `RunResult` at the end.
+
+    `cancel()` (from any thread) stops it inside the container. Used as a context manager, leaving
+    the block stops a run that is still going::
+
+        with lab.claude_stream("agent-001", "fix the failing test") as run:
+            for event in run:
+                print(event)
+        run.result.diff
+    """
+
+    def __init__(self, target: RunTarget, kind: str, prompt: str, argv: list[str], *,
+                 timeout: float | None = None, on_event: EventCallback | None = None,
+                 endpoint: "Endpoint | None" = None, recorder: "RunRecorder | None" = None):
+        self.target = target
+        self.agent_id, self.kind, self.prompt, self.argv = target.agent_id, kind, prompt, argv
+        self.container = target.container
+        self.run_id = new_run_id()
+        self.timeout = timeout
+        self.endpoint = endpoint
+        self.start_commit: str | None = None
+        self.result: RunResult | None = None
+        self.events: list[RunEvent] = []
+        self._on_event = on_event
+        self._secret = endpoint.key if endpoint else None
+        self._started = time.monotonic()
+        self._started_at = datetime.now(timezone.utc)
+        self._cancel_requested = False
+        self._auth_failure: str | None = None
+        self._stderr = ""
+        self._output = Bounded(MAX_SHELL_OUTPUT)
+        self._gen: Iterator[RunEvent] | None = None
+        self._iterating = False
+        self._stream: ExecStream | None = None
+        self._recorder = recorder  # run store: the record, and the proxy the CLI's model traffic goes through
+
+    def start(self) -> "Run":
+        """Start the run in the container: open the firewall to its model endpoint, probe it, commit the
+        workspace's start state, record the run's start, then start the command. Returns the run."""
+        t, endpoint, recorder = self.target, self.endpoint, self._recorder
+        proxy_url = recorder.url if recorder is not None else None
+        model_url = proxy_url or (endpoint.url if endpoint else None)
+        # The agent's netguard lets it reach the one endpoint of this run when that is an address on the
+        # host (the lab's model server or recording proxy); the rest of the host stays out of reach.
+        allow_endpoint(t.engine, t.lab, t.agent_id, model_url)
+        prepared = workspace.prepare(t.engine, t.container, WORKSPACE, self.run_id, probe=model_url)
+        if prepared.unreachable:
+            raise self._unreachable(prepared.unreachable, proxy_url)
+        self.start_commit = prepared.start_commit
+        env = endpoint.env() if endpoint else None
+        if env is not None and proxy_url:
+            env["ANTHROPIC_BASE_URL"] = proxy_url
+        if recorder is not None:
+            recorder.begin(self, t.info)  # the "running" record, before anything can happen
+        try:
+            self._stream = ExecStream(t.engine, t.container, t.agent_id, self.argv, workdir=WORKSPACE, env=env,
+                                      timeout=self.timeout, max_output=64 * 1024)
+        except BaseException as exc:
+            if recorder is not None:
+                recorder.fail(str(exc) or type(exc).__name__)
+            raise
+        if self._cancel_requested:
+            self._stream.cancel()
+        return self
+
+    def _unreachable(self, why: str, proxy_url: str | None) -> ModelUnreachable:
+        endpoint = self.endpoint
+        assert endpoint is not None
+        if proxy_url:
+            behind = "replaying a recording" if endpoint.source == "replay" else f"in front of {endpoint.url}"
+            return ModelUnreachable(
+                f"claude-lab's recording proxy {proxy_url} ({behind}) cannot be reached from {self.agent_id}: "
+                f"{why}. A firewall on this machine may block the lab network; record=False runs without the proxy")
+        hint = ""
+        host = endpoint.url.split("//", 1)[-1].split("/", 1)[0]
+        if host.startswith(("127.", "localhost", "[::1]")):
+            hint = (" -- inside a container that address is the container itself; serve the model on the "
+                    "lab network's gateway (an unstarted ScriptedModel is started there by the lab)")
+        if not hint and endpoint.scripted is None:
+            hint = f". {endpoint.check_hint}"
+        return ModelUnreachable(f"the model endpoint {endpoint.url} ({endpoint.source}) cannot be reached from "
+                                f"{self.agent_id}: {why}{hint}")
+
+    # -- control ----------------------------------------------------------------------------
+    def cancel(self) -> None:
+        """Stop the run inside the container; iteration then ends and `.result.status` is "cancelled"."""
+        self._cancel_requested = True
+        if self._stream is not None:
+            self._stream.cancel()
+
+    @property
+    def done(self) -> bool:
+        return self.result is not None
+
+    def __iter__(self) -> Iterator[RunEvent]:
+        if self._gen is None:
+            self._gen = self._iterate()
+        return self._gen
+
+    def wait(self) -> RunResult:
+        """Run to the end and return the result; Ctrl-C stops the run and returns it as cancelled."""
+        try:
+            for _ in self:
+                pass
+        except KeyboardInterrupt:
+            self.close()
+        assert self.result is not None
+        return self.result
+
+    def close(self) -> None:
+        """Stop the run if it is still going and record its result (status "cancelled")."""
+        if self.result is not None:
+            return
+        if self._gen is not None and self._iterating:
+            self._gen.close()
+        if self.result is None:  # never iterated, or interrupted between events
+            self._stop()
+            self._finalize("cancelled")
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = self.result.status if self.result else "running"
+        return f"<Run {self.run_id} {self.kind} in {self.agent_id}: {state}, {len(self.events)} events>"
+
+    # -- the stream --------------------------------------------------------------------------
+    def _redact(self, text: str) -> str:
+        return redact_text(text, [self._secret])
+
+    def _emit(self, event: RunEvent) -> None:
+        self.events.append(event)
+        if self.kind == "claude" and self._auth_failure is None and _is_auth_failure(event):  # type: ignore[arg-type]
+            self._auth_failure = self._auth_message(event)  # type: ignore[arg-type]
+            self._stop()  # a bad key does not get better with the CLI's retries
+        if self._on_event is not None:
+            self._on_event(event)
+
+    def _auth_message(self, event: Message) -> str:
+        detail = ""
+        if isinstance(event, (AssistantMessage, ResultMessage)):
+            detail = event.text if isinstance(event, AssistantMessage) else (event.result or "")
+        where = self.endpoint.url if self.endpoint else "the model endpoint"
+        source = f" (from {self.endpoint.key_source})" if self.endpoint else ""
+        return (f"{where} rejected the API key{source} with HTTP 401"
+                + (f": {detail}" if detail else "")
+                + ". Check ANTHROPIC_API_KEY / api_key_file / api_key_command")
+
+    def _lines(self) -> Iterator[RunEvent]:
+        assert self._stream is not None
+        pending = ""
+        for chunk in self._stream:
+            if self.kind == "shell":
+                yield chunk
+                continue
+            if chunk.stream == "stderr":
+                self._stderr = (self._stderr + self._redact(chunk.text))[-_STDERR_KEEP:]
+                continue
+            pending += chunk.text
+            while "\n" in pending:
+                line, pending = pending.split("\n", 1)
+                event = parse_line(self._redact(line), time.time())
+                if event is not None:
+                    yield event
+        event = parse_line(self._redact(pending), time.time()) if pending else None
+        if event is not None:
+            yield event
+
+    def _iterate(self) -> Iterator[RunEvent]:
+        self._iterating = True
+        status: str | None = None
+        interrupted = False
+        try:
+            for event in self._lines():
+                if isinstance(event, OutputChunk):
+                    self._output.add(event.text)
+                self._emit(event)
+                yield event
+        except LabTimeout:
+            status = "timeout"
+        except KeyboardInterrupt:
+            self._stop()
+            status, interrupted = "cancelled", True
+        except BaseException:  # GeneratorExit (closed early), a failing on_event, a lost engine
+            self._stop()
+            self._finalize("cancelled")
+            raise
+        finally:
+            self._iterating = False
+        self._finalize(status)
+        if interrupted:
+            raise KeyboardInterrupt
+        if self._auth_failure:
+            raise AuthenticationError(self._auth_failure, result=self.result)
+
+    def _stop(self) -> None:
+        if self._stream is not None:
+            try:
+                self._stream.cancel()
+            except Exception:  # the container may be gone: then so is the process
+                pass
+
+    # -- the result --------------------------------------------------------------------------
+    def _finalize(self, override: str | None) -> None:
+        if self.result is not None:
+            return
+        stream = self._stream
+        exec_result = stream.result if stream else None
+        exit_code = exec_result.exit_code if exec_result else None
+        if exit_code is None and stream is not None:
+            try:
+                exit_code = self.target.engine.exec_exit_code(stream.exec_id)
+            except LabError:
+                pass
+        result_msg = next((e for e in reversed(self.events) if isinstance(e, ResultMessage)), None)
+        init = next((e for e in self.events if isinstance(e, SystemMessage) and e.subtype == "init"), None)
+        cancelled = self._cancel_requested or bool(exec_result and exec_result.cancelled)
+
+        if override:
+            status = override
+        elif self._auth_failure:
+            status = "error"
+        elif cancelled:
+            status = "cancelled"
+        elif self.kind == "claude":
+            if result_msg is None:
+                status = "error"
+            elif result_msg.subtype == "error_max_turns":
+                status = "max_turns"
+            else:
+                status = "error" if result_msg.is_error else "success"
+        else:
+            status = "success" if exit_code == 0 else "error"
+
+        finished: workspace.Finished | None = None
+        git_problem = None
+        if self.start_commit:
+            try:
+                finished = workspace.finish(self.target.engine, self.container, WORKSPACE, self.run_id,
+                                            self.start_commit)
+                git_problem = finished.error
+            except LabError as exc:
+                git_problem = str(exc)
+
+        res = RunResult(
+            run_id=self.run_id, agent_id=self.agent_id, kind=self.kind, status=status, prompt=self.prompt,
+            events=self.events, tool_calls=tool_calls_from(self.events) if self.kind == "claude" else [],
+            duration_s=time.monotonic() - self._started, exit_code=exit_code,
+            start_commit=self.start_commit, end_commit=finished.end_commit if finished else None,
+            diff=self._redact(finished.diff) if finished else "",
+            changed_files=finished.changed_files if finished else [],
+            stderr=self._stderr, started_at=self._started_at,
+        )
+        try:  # None unless a stats sampler runs; a summary must never fail the run it describes
+            res.resources = self.target.resources(self.container, self._started_at)
+        except Exception:  # noqa: BLE001
+            res.resources = None
+        if self.kind == "claude":
+            self._fill_claude(res, result_msg, init)
+        else:
+            res.result = self._output.value("output")
+        res.error = self._error_text(res, result_msg, git_problem)
+        self.result = res
+        if self._recorder is not None:  # keep last: it stores the result as every step above left it
+            self._recorder.finish(self)
+
+    def _fill_claude(self, res: RunResult, result_msg: ResultMessage | None, init: SystemMessage | None) -> None:
+        assistants = [e for e in self.events if isinstance(e, AssistantMessage) and e.parent_tool_use_id is None]
+        last_text = next((e.text for e in reversed(assistants) if e.text), "")
+        if result_msg is not None:
+            res.result = result_msg.result or last_text  # error_max_turns carries no result text
+            res.num_turns = result_msg.num_turns
+            usage = result_msg.usage or {}
+            res.cost_usd = result_msg.total_cost_usd
+            res.session_id = result_msg.session_id or None
+        else:  # stopped before the end: count what came
+            res.result = last_text
+            res.num_turns = len({e.message_id for e in assistants if e.message_id})
+            usage = {}
+            per_message: dict[str, dict] = {}
+            for e in assistants:
+                if e.message_id and e.usage:
+                    per_message[e.message_id] = e.usage
+            for u in per_message.values():
+                for k in ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"):
+                    usage[k] = usage.get(k, 0) + int(u.get(k) or 0)
+        res.input_tokens = int(usage.get("input_tokens") or 0)
+        res.output_tokens = int(usage.get("output_tokens") or 0)
+        res.cache_read_tokens = int(usage.get("cache_read_input_tokens") or 0)
+        res.cache_creation_tokens = int(usage.get("cache_creation_input_tokens") or 0)
+        if res.session_id is None:
+            res.session_id = next((getattr(e, "session_id", None) for e in self.events
+                                   if getattr(e, "session_id", None)), None) or (
+                init.data.get("session_id") if init else None)
+        res.model = (init.data.get("model") if init else None) or next((e.model for e in assistants if e.model), None)
+
+    def _error_text(self, res: RunResult, result_msg: ResultMessage | None, git_problem: str | None) -> str | None:
+        parts: list[str] = []
+        if res.status == "timeout":
+            parts.append(f"did not finish within {self.timeout}s; stopped inside the container")
+        elif res.status == "cancelled":
+            parts.append("cancelled; stopped inside the container")
+        elif res.status in ("error", "max_turns"):
+            if self._auth_failure:
+                parts.append(self._auth_failure)
+            elif result_msg is not None and result_msg.errors:
+                parts.append("; ".join(str(e) for e in result_msg.errors))
+            elif result_msg is not None and result_msg.is_error and result_msg.result:
+                parts.append(result_msg.result)
+            elif res.kind == "shell":
+                parts.append(f"exited {res.exit_code}")
+            else:
+                tail = self._stderr.strip()[-1500:]
+                parts.append(f"claude exited {res.exit_code} without a result"
+                             + (f": {tail}" if tail else ""))
+        if git_problem:
+            parts.append(f"workspace git: {git_problem}")
+        return "; ".join(parts) or None

@@ -1,0 +1,87 @@
+"""The workspace as it was when a run started: a git bundle of its history up to the start commit,
+stored with the run, and restored into a fresh workspace for replay."""
+from __future__ import annotations
+
+import io
+import tarfile
+from typing import TYPE_CHECKING
+
+from ..errors import LabError
+
+if TYPE_CHECKING:
+    from ..engine.face import EngineFace
+
+SNAPSHOT_REF = "refs/claude-lab/snapshot"
+BUNDLE_PATH = "/tmp/claude-lab-start.bundle"
+
+_SNAPSHOT = r'''
+import fcntl, subprocess, sys
+ws, start, ref = sys.argv[1], sys.argv[2], sys.argv[3]
+lock = open("/tmp/.claude-lab-git.lock", "a")
+fcntl.flock(lock, fcntl.LOCK_EX)
+def git(*args, **kw):
+    return subprocess.run(["git", "-c", "safe.directory=*", *args], cwd=ws, capture_output=True, **kw)
+p = git("update-ref", ref, start)
+if p.returncode != 0:
+    sys.stderr.buffer.write(p.stderr); sys.exit(3)
+try:
+    p = git("bundle", "create", "-", ref)
+finally:
+    git("update-ref", "-d", ref)
+if p.returncode != 0:
+    sys.stderr.buffer.write(p.stderr); sys.exit(4)
+sys.stdout.buffer.write(p.stdout)
+'''
+
+_RESTORE = r'''
+import os, subprocess, sys
+ws, bundle, ref = sys.argv[1], sys.argv[2], sys.argv[3]
+def git(*args):
+    p = subprocess.run(["git", "-c", "safe.directory=*", *args], cwd=ws, capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.stderr.write("git " + " ".join(args[:2]) + ": " + (p.stderr or p.stdout)[-800:]); sys.exit(5)
+    return p.stdout
+if not os.path.isdir(os.path.join(ws, ".git")):
+    git("init", "-q")
+git("fetch", "-q", bundle, ref)
+git("reset", "-q", "--hard", "FETCH_HEAD")
+has_parent = subprocess.run(["git", "rev-parse", "-q", "--verify", "HEAD~1"], cwd=ws, capture_output=True).returncode == 0
+if has_parent:
+    git("reset", "-q", "--soft", "HEAD~1")
+git("clean", "-fdxq")
+for name in ("FETCH_HEAD", "ORIG_HEAD"):
+    try:
+        os.remove(os.path.join(ws, ".git", name))
+    except OSError:
+        pass
+'''
+
+
+def snapshot_workspace(engine: "EngineFace", container: str, workspace: str, start_commit: str) -> bytes:
+    """A git bundle of the workspace's history up to `start_commit` (raises LabError when git cannot)."""
+    exec_id, out, err = engine.exec_output(container, ["python3", "-c", _SNAPSHOT, workspace, start_commit,
+                                                       SNAPSHOT_REF])
+    code = engine.exec_exit_code(exec_id)
+    if code != 0 or not out:
+        raise LabError(f"could not bundle the workspace at {start_commit[:12]} in {container} (exit {code}): "
+                       f"{err.decode('utf-8', 'replace').strip()[-500:]}")
+    return out
+
+
+def restore_workspace(engine: "EngineFace", container: str, workspace: str, bundle: bytes) -> None:
+    """Put a snapshot into an (empty) workspace: start commit's tree checked out, HEAD at its parent."""
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        info = tarfile.TarInfo(BUNDLE_PATH.rsplit("/", 1)[1])
+        info.size, info.mode = len(bundle), 0o644
+        tar.addfile(info, io.BytesIO(bundle))
+    engine.put_archive(container, BUNDLE_PATH.rsplit("/", 1)[0], data.getvalue())
+    exec_id, out, err = engine.exec_output(container, ["python3", "-c", _RESTORE, workspace, BUNDLE_PATH,
+                                                       SNAPSHOT_REF])
+    code = engine.exec_exit_code(exec_id)
+    engine.exec_output(container, ["rm", "-f", BUNDLE_PATH], user="root")  # put_archive made it root's
+    if code != 0:
+        raise LabError(f"could not restore the recorded workspace in {container} (exit {code}): "
+                       f"{(err or out).decode('utf-8', 'replace').strip()[-800:]}")
+
+
