@@ -1,7 +1,7 @@
 """Hardening options of agent containers beyond the defaults: read-only root, alternative runtimes.
 
 Every agent already runs as a non-root user with no capabilities, `no-new-privileges`, memory,
-CPU and process limits, no Docker socket and no published ports (lab.py). These are the opt-ins.
+CPU and process limits, no Docker socket and no published ports (agent_spec.py). These are the opt-ins.
 """
 from __future__ import annotations
 

@@ -27,8 +27,8 @@ and records the workspace's start commit (see `workspace`). A 401 from the model
 at the CLI's first retry and raises `AuthenticationError`.
 
 Recording (the default; `record=False` or the `record_runs` setting turn it off): a `RunRecorder`
-(see `store`) writes the run's record once the start commit is known and completes it at the end of
-`_finalize`; a Claude run's CLI talks to a recording `ModelProxy` (see `proxy`) in front of the
+(see `recorder`) writes the run's record once the start commit is known and completes it at the end of
+`_finalize`; a Claude run's CLI talks to a recording `ModelProxy` (see `model.proxy`) in front of the
 endpoint, so every model exchange lands in the run's cassette for `lab.replay` (see `replay`).
 """
 from __future__ import annotations
