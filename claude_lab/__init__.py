@@ -3,8 +3,8 @@
 The package in layers (each may import only those below it; tests/test_architecture.py holds it to that):
 
     front ends   cli, magics, service, doctor, swarmsim, progress, widgets/
-    facade       lab (Lab: wires the features together), agents (the Agent handle)
-    features     config, images/, containers/, netguard/, model/, runs/, stats/
+    facade       lab (Lab: wires the features together; its rooms lab_runs, lab_workspace), agents
+    features     config, images/, containers/, netguard/, model/, runs/, stats/, workspace/
     engine       engine/ (the only code that imports docker)
     foundation   errors, naming, util/
 
@@ -43,9 +43,12 @@ _EXPORTS: dict[str, str] = {
     "LabConfig": "config",
     "LabError": "errors",
     "LabTimeout": "errors",
+    "MergeConflict": "errors",
+    "MergeResult": "workspace.roundtrip",
     "ModelError": "errors",
     "ModelUnreachable": "errors",
     "NotFound": "errors",
+    "NotRunning": "errors",
     "OutputChunk": "containers.execution",
     "PortInUse": "errors",
     "ReplayDivergence": "errors",
@@ -67,8 +70,8 @@ if typing.TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ 
     from .containers.execution import ExecResult, ExecStream, OutputChunk
     from .engine.types import ContainerInfo
     from .errors import (AlreadyExists, AuthenticationError, BuildError, ConfigError, EngineUnavailable, ExecError,
-                         InvalidName, LabError, LabTimeout, ModelError, ModelUnreachable, NotFound, PortInUse,
-                         ReplayDivergence)
+                         InvalidName, LabError, LabTimeout, MergeConflict, ModelError, ModelUnreachable, NotFound,
+                         NotRunning, PortInUse, ReplayDivergence)
     from .images import BuildEvent, BuildOutcome
     from .lab import Lab
     from .model.scripted import ScriptedModel
@@ -80,6 +83,7 @@ if typing.TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ 
     from .service import AgentRunStream, ClaudeCodeDockerService, ExecutionResult
     from .stats.plotting import plot_stats
     from .stats.sampler import StatsSampler
+    from .workspace.roundtrip import MergeResult
 
 
 def __getattr__(name: str) -> typing.Any:

@@ -48,6 +48,8 @@ class LabConfig:
     agent_cpus: float = 1.0
     agent_pids: int = 512
     agent_env: dict[str, str] = field(default_factory=dict)
+    agent_source: str | None = None  # what a new agent's workspace is seeded from: "project" (the default in a git
+    # project), "none" (an empty workspace; the default elsewhere), a folder or a git URL (cloned on the host)
     mount_docker_socket: bool = False
     read_only: bool = False  # read-only root filesystem, tmpfs scratch (containers/hardening.py); workspace stays writable
     runtime: str | None = None  # an alternative OCI runtime the engine has, e.g. "runsc" (gVisor)

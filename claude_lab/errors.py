@@ -89,6 +89,16 @@ class AuthenticationError(ModelError):
     """The model endpoint rejected the API key (HTTP 401)."""
 
 
+class MergeConflict(LabError):
+    """Bringing an agent's work into the project would conflict, or would touch your uncommitted changes;
+    nothing was changed. `files` names the files, `branch` the agent's branch (`git merge <branch>` by hand)."""
+
+    def __init__(self, message: str, files: list[str] | None = None, branch: str | None = None):
+        super().__init__(message)
+        self.files = list(files or [])
+        self.branch = branch
+
+
 class ReplayDivergence(LabError):
     """A replay's CLI sent a request the recording does not have (another CLI, workspace or prompt).
 

@@ -13,7 +13,7 @@ import os
 import threading
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import pandas as pd
 
@@ -27,26 +27,21 @@ from .containers.services import SERVICE_IMAGES, check_ports, published_ports, s
 from .engine import ContainerInfo, EngineFace, connect
 from .errors import AlreadyExists, LabError, NotFound, NotRunning
 from .images import BuildOutcome, ImageBuilder, Progress, reporter
+from .lab_runs import RunsRoom
+from .lab_workspace import WorkspaceRoom
 from .model import endpoint as endpoints
 from .model.scripted import ScriptedModel
 from .netguard import sidecar as guard
-from .runs import bundles
-from .runs.recorder import record_exec, recorder_for
-from .runs.replay import replay
-from .runs.runner import Run, RunTarget, claude_argv
-from .runs.store import RunStore
 from .stats import StatsSampler, run_resources, snapshot
 from .util import views
 from .util.undo import Undo
-
-if TYPE_CHECKING:
-    from .runs.results import RunEvent, RunResult
+from .workspace import seed as seeding
 
 PORT_HINT = "Lab({key}=...), `{key} = ...` in claude-lab.toml, or CLAUDE_LAB_{KEY}"
 _ENGINE_LOCK = threading.Lock()
 
 
-class Lab:
+class Lab(RunsRoom, WorkspaceRoom):
     """A project's lab: PostgreSQL, Redis, a dev container and any number of agents.
 
     >>> lab = Lab()                      # the project in the working directory
@@ -181,8 +176,14 @@ class Lab:
                      cpus: float | None = None, pids: int | None = None, env: dict[str, str] | None = None,
                      mount_docker_socket: bool | None = None, progress: Progress | bool | None = True,
                      image: str | None = None, egress: str | None = None, egress_allow: Iterable[str] | None = None,
-                     read_only: bool | None = None, runtime: str | None = None) -> Agent:
+                     read_only: bool | None = None, runtime: str | None = None, source: str | None = "auto",
+                     ref: str | None = None, include_uncommitted: bool = False, ports: Iterable[int] = ()) -> Agent:
         """Start an agent container with its own workspace volume (kept across down/up/cleanup).
+
+        `source`: what the workspace starts as -- "project" (a git clone of the project at `ref`, default HEAD,
+        on the branch claude-lab/<agent-id>; `include_uncommitted=True` adds your uncommitted changes as one
+        commit), a folder or git URL (cloned on this machine), or None (empty). "auto": the `agent_source`
+        setting, else "project" in a git project. `ports` are published on `bind_address` (`lab.url`).
 
         `image` (an image id or reference) replaces the lab's agent image, e.g. the one a recorded run used.
         The agent joins the network namespace of its netguard sidecar, which enforces its egress policy
@@ -195,14 +196,17 @@ class Lab:
         engine = self.engine
         req = AgentRequest.of(engine, self.config, agent_id, group, memory=memory, cpus=cpus, pids=pids, image=image,
                               env=env, socket=mount_docker_socket, read_only=read_only, runtime=runtime,
-                              egress=egress, egress_allow=egress_allow)
+                              egress=egress, egress_allow=egress_allow, ports=ports)
         if engine.container(n.container_name(self.name, n.AGENT_ROLE, agent_id)) is not None:
             raise self._exists(agent_id)
-        self._ensure_images(["agent", "netguard"] if image is None else ["netguard"], progress)
-        try:
-            info = create_pod(engine, self.config, self.name, req, endpoints.policy_url(self.config, self.model))
-        except AlreadyExists as exc:
-            raise self._exists(agent_id) from exc
+        with seeding.temporary_folder() as folder:
+            seed, labels = self._seed(agent_id, source, ref, include_uncommitted, Path(folder))
+            self._ensure_images(["agent", "netguard"] if image is None else ["netguard"], progress)
+            try:
+                info = create_pod(engine, self.config, self.name, req, endpoints.policy_url(self.config, self.model),
+                                  workspace_labels=labels, then=self._install(seed, agent_id) if seed else None)
+            except AlreadyExists as exc:
+                raise self._exists(agent_id) from exc
         return Agent(self, info)
 
     def _exists(self, agent_id: str) -> AlreadyExists:
@@ -329,75 +333,6 @@ class Lab:
         self._target(target)
         return self.engine.interactive_argv(self.container_name(target), [shell], user=user)
 
-    # -- Claude Code runs (runs/ holds the runner, the recorder and replay; these wire them) ------
-    def claude(self, agent_id: str, prompt: str, max_turns: int | None = None,
-               model: "str | ScriptedModel | None" = None, allowed_tools: str | Iterable[str] | None = None,
-               permission_mode: str | None = None, timeout: float | None = None, resume: str | None = None,
-               on_event: "Callable[[RunEvent], None] | None" = None, record: bool | None = None) -> "RunResult":
-        """Run Claude Code on `prompt` in the agent's workspace; events go to `on_event` as they come.
-
-        `model` is a model name ("sonnet", "claude-...") or a ScriptedModel to talk to. Ctrl-C or
-        `timeout` stop the CLI inside the container and return a "cancelled"/"timeout" result.
-        The run is recorded in the run store (`record=False`, or `record_runs = false`, does not).
-        """
-        return self.claude_stream(agent_id, prompt, max_turns=max_turns, model=model, allowed_tools=allowed_tools,
-                                  permission_mode=permission_mode, timeout=timeout, resume=resume,
-                                  on_event=on_event, record=record).wait()
-
-    def claude_stream(self, agent_id: str, prompt: str, max_turns: int | None = None,
-                      model: "str | ScriptedModel | None" = None, allowed_tools: str | Iterable[str] | None = None,
-                      permission_mode: str | None = None, timeout: float | None = None, resume: str | None = None,
-                      on_event: "Callable[[RunEvent], None] | None" = None, record: bool | None = None) -> Run:
-        """Start a Claude Code run; iterate it for typed events, `.result` at the end, `.cancel()` to stop."""
-        if model is not None and not isinstance(model, (str, ScriptedModel)):
-            raise LabError(f"model={model!r}: give a model name ('sonnet', 'claude-...') or a ScriptedModel")
-        model_name = model if isinstance(model, str) else None
-        scripted = model if isinstance(model, ScriptedModel) else self.model
-        argv = claude_argv(prompt, max_turns=max_turns, model=model_name, allowed_tools=allowed_tools,
-                           permission_mode=permission_mode, resume=resume)
-        target = self._run_target(agent_id)
-        endpoint = endpoints.resolve(self.engine, self.name, self.config, scripted)
-        options = {"argv": argv, "max_turns": max_turns, "model": model_name,
-                   "scripted_model": endpoint.scripted is not None,
-                   "allowed_tools": argv[argv.index("--allowedTools") + 1] if "--allowedTools" in argv else None,
-                   "permission_mode": permission_mode, "timeout": timeout, "resume": resume}
-        return self._start_run(target, "claude", prompt, argv, options, timeout, on_event, endpoint, record)
-
-    def shell(self, agent_id: str, command: str | Iterable[str], timeout: float | None = None,
-              on_event: "Callable[[RunEvent], None] | None" = None, record: bool | None = None) -> "RunResult":
-        """Run a plain command in the agent's workspace as a recorded run (kind "shell": output, exit code, diff)."""
-        return self.shell_stream(agent_id, command, timeout=timeout, on_event=on_event, record=record).wait()
-
-    def shell_stream(self, agent_id: str, command: str | Iterable[str], timeout: float | None = None,
-                     on_event: "Callable[[RunEvent], None] | None" = None, record: bool | None = None) -> Run:
-        """Start `shell`'s run; iterate it for output chunks, `.result` at the end, `.cancel()` to stop."""
-        argv = command_argv(command)
-        shown = command if isinstance(command, str) else " ".join(argv)
-        return self._start_run(self._run_target(agent_id), "shell", shown, argv, {"argv": argv, "timeout": timeout},
-                               timeout, on_event, None, record)
-
-    def _run_target(self, agent_id: str) -> RunTarget:
-        n.validate_agent_id(agent_id)  # runs are for agents' workspaces, never the dev container's project
-        info = self.agent(agent_id).info
-        if not info.running:
-            raise self._not_running(f"agent {agent_id}", info.state)
-        return RunTarget(self.engine, self.name, agent_id, info.name, info, self._run_resources)
-
-    def _start_run(self, target: RunTarget, kind: str, prompt: str, argv: list[str], options: dict[str, Any],
-                   timeout: float | None, on_event: "Callable[[RunEvent], None] | None",
-                   endpoint: "endpoints.Endpoint | None", record: bool | None) -> Run:
-        recorder = None
-        if self.config.record_runs if record is None else record:
-            recorder = recorder_for(self.run_store, self.engine, self.name, kind, prompt, options, endpoint)
-        run = Run(target, kind, prompt, argv, timeout=timeout, on_event=on_event, endpoint=endpoint,
-                  recorder=recorder)
-        try:
-            return run.start()
-        except BaseException:
-            if recorder is not None:
-                recorder.close()
-            raise
-
     # -- resource stats (stats/ holds the readers and the sampler; these only delegate) -----
     def stats(self, interval: float = 0.2, source: str = "auto") -> pd.DataFrame:
         """One row per container of the lab: CPU %, memory, network, block I/O, pids, as docker stats means them.
@@ -433,64 +368,3 @@ class Lab:
         except ImportError as exc:
             raise LabError(f"lab.panel() needs the notebook extras ({exc}): "
                            f"pip install 'claude-lab[notebook]'") from None
-
-    # -- run store: every run recorded, every run replayable (runs/) ----------------------------
-    @property
-    def run_store(self) -> RunStore:
-        """The project's run store (`run_store` setting, default .claude-lab/runs.sqlite), shared in this process."""
-        path = Path(self.config.run_store).expanduser()
-        return RunStore.at(path if path.is_absolute() else self.config.project_dir / path)
-
-    def runs(self, agent: str | None = None, kind: str | None = None, status: str | None = None,
-             lab: str | None = None) -> pd.DataFrame:
-        """Every recorded run of the project, one row a run, oldest first (a run whose process died reads
-        "interrupted"); filter by agent, kind (claude/shell/exec), status or lab name."""
-        return self.run_store.frame(agent=agent, kind=kind, status=status, lab=lab)
-
-    def run(self, run_id: str) -> "RunResult":
-        """A recorded run as its `RunResult` (events, tool calls, diff...), from any process that recorded it."""
-        return self.run_store.result(run_id)
-
-    def export_run(self, run_id: str, path: str | os.PathLike) -> Path:
-        """Write a run (record, cassette, transcript, workspace snapshot) to a portable tar file; returns its path."""
-        return bundles.export_run(self.run_store, run_id, path)
-
-    def import_run(self, path: str | os.PathLike) -> "RunResult":
-        """Read a bundle written by `export_run` into this project's store (AlreadyExists if it is there)."""
-        return self.run_store.result(bundles.import_run(self.run_store, path))
-
-    def replay(self, run_id: str, *, keep: bool = False, timeout: float | None = None, prompt: str | None = None,
-               setup: "Callable[[str], Any] | None" = None, image: str | None = None, ignore: Iterable[str] = (),
-               on_event: "Callable[[RunEvent], None] | None" = None) -> "RunResult":
-        """Run a recorded run again and say whether it reproduced: a fresh agent from the recorded image,
-        the workspace restored at the start commit, the same command line, the model answered from the
-        cassette (no upstream, no key). Raises `ReplayDivergence` when the CLI's requests leave the recording.
-
-        `prompt` and `setup` (called with the replay agent's id once the workspace is restored) change
-        the replay on purpose, to see where it departs; `ignore` adds regexes that request matching
-        masks (volatile output of your own tools); `keep=True` leaves the replay agent running.
-        """
-        def make_agent(agent_id: str, limits: dict[str, Any], image_id: str) -> RunTarget:
-            cpus = limits.get("nano_cpus")
-            self.create_agent(agent_id, memory=limits.get("memory") or None, cpus=cpus / 1e9 if cpus else None,
-                              pids=limits.get("pids") or None, image=image_id, progress=False)
-            return self._run_target(agent_id)
-
-        return replay(self.run_store, run_id, engine=self.engine, lab_name=self.name, make_agent=make_agent,
-                      remove_agent=lambda agent_id: self.remove_agent(agent_id, volumes=True), keep=keep,
-                      timeout=timeout, prompt=prompt, setup=setup, image=image, ignore=ignore, on_event=on_event)
-
-    def record_exec(self, target: str, command: str | Iterable[str], user: str | None = None,
-                    workdir: str | None = None, env: dict[str, str] | None = None, timeout: float | None = None,
-                    on_event: "Callable[[RunEvent], None] | None" = None) -> "RunResult":
-        """`exec` recorded as a run of kind "exec": any container (the dev container too), no workspace commits.
-        Environment values are not stored (only their names)."""
-        argv = command_argv(command)
-        info = self.engine.container(self.container_name(target))
-        if info is None:
-            raise self._not_found(target)
-        options = {"user": user, "workdir": workdir, "timeout": timeout, "env_names": sorted(env or {})}
-        return record_exec(self.run_store, self.name, target, info, argv,
-                           command if isinstance(command, str) else " ".join(argv), options,
-                           lambda: self.exec_stream(target, argv, user=user, workdir=workdir, env=env,
-                                                    timeout=timeout), on_event)

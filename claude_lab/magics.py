@@ -31,7 +31,8 @@ __all__ = ["LabMagics", "ContainerCellError", "load_ipython_extension", "unload_
            "set_lab", "get_lab"]
 
 SHELLS = {"bash": ["bash", "-c"], "sh": ["sh", "-c"], "python3": ["python3", "-c"]}
-LAB_COMMANDS = ("status", "up", "down", "agents", "stats", "panel", "use")
+LAB_COMMANDS = ("status", "up", "down", "agents", "stats", "panel", "use", "diff", "changes", "merge")
+AGENT_COMMANDS = ("diff", "changes", "merge")
 _TOKEN = re.compile(r"\S+")
 
 
@@ -244,7 +245,7 @@ class LabMagics(Magics):
     @magic_arguments()
     @argument("command", nargs="?", choices=LAB_COMMANDS, metavar="COMMAND",
               help=f"one of: {', '.join(LAB_COMMANDS)} (none: show the lab)")
-    @argument("name", nargs="?", help="for `use`: a lab's name, or a variable holding a Lab")
+    @argument("name", nargs="?", help="for `use`: a lab's name, or a variable holding a Lab; for diff, changes, merge: the agent")
     @no_var_expand
     @line_magic("lab")
     def lab_magic(self, line: str) -> Any:
@@ -257,8 +258,16 @@ class LabMagics(Magics):
             %lab stats           CPU, memory, network and disk per container
             %lab panel           the live panel (containers, runner, stats)
             %lab use NAME        use the lab called NAME; `%lab use VAR` uses the Lab object in VAR
+            %lab diff AGENT      the agent's changes against the commit it was seeded from
+            %lab changes AGENT   one row per file the agent changed
+            %lab merge AGENT     its work merged into your project's branch (refused, changing nothing, on a
+                                 conflict or an overlap with your uncommitted changes)
         """
         args = _parse(self.lab_magic, line)
+        if args.command in AGENT_COMMANDS:
+            if not args.name:
+                raise UsageError(f"%lab {args.command} AGENT: give the agent's id. {_known_agents(self.current_lab)}")
+            return self._agent_command(args.command, args.name)
         if args.command != "use" and args.name is not None:
             raise UsageError(f"%lab {args.command or ''} takes no argument (got {args.name!r}).\n"
                              f"{_usage(self.lab_magic)}")
@@ -285,6 +294,20 @@ class LabMagics(Magics):
         except UsageError:
             raise
         except LabError as exc:
+            raise UsageError(str(exc)) from exc
+
+    def _agent_command(self, command: str, agent: str) -> Any:
+        lab = self.current_lab
+        try:
+            if command == "diff":
+                print(lab.diff(agent) or f"(no changes in {agent})", end="")
+                return None
+            if command == "changes":
+                return lab.changes(agent)
+            return lab.merge(agent)
+        except NotFound:
+            raise UsageError(f"no agent {agent!r} in lab {lab.name!r}. {_known_agents(lab)}") from None
+        except LabError as exc:  # a merge conflict says which files and how to merge by hand
             raise UsageError(str(exc)) from exc
 
     def _use(self, name: str | None) -> Lab:

@@ -24,6 +24,12 @@ DOCKER_SOCKET = f"{PREFIX}.docker-socket"
 NODE = f"{PREFIX}.node"  # set by the swarm backend on what it reports: the node running the container
 EGRESS = f"{PREFIX}.egress"  # an agent's egress mode (and its netguard's)
 NETGUARD = f"{PREFIX}.netguard"  # on an agent: the name of its netguard sidecar
+# An agent's seed (on its workspace volume, fixed when it is made, and copied onto the agent container).
+SOURCE = f"{PREFIX}.source"  # "project", a folder or a URL the workspace was seeded from
+BASE = f"{PREFIX}.base"  # the commit the workspace started from (diff, replay)
+REF_COMMIT = f"{PREFIX}.ref-commit"  # the repository's own commit under it (differs with uncommitted changes)
+REF = f"{PREFIX}.ref"  # the ref asked for
+PORTS = f"{PREFIX}.ports"  # an agent's published container ports, comma-separated
 CREATOR = f"{PREFIX}.creator"  # the create call that made a container (a random token): undo removes only its own
 # Swarm nodes and services (engine/swarm, engine/sim).
 ENGINE_LABEL = f"{PREFIX}.engine"  # node label: the node's engine endpoint (tcp://host:2376, ssh://user@host)

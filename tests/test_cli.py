@@ -25,7 +25,7 @@ from claude_lab.naming import LAB
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ["start", "stop", "status", "list", "create", "remove", "exec", "enter", "logs", "cleanup",
-            "build", "doctor", "swarm-sim"]
+            "build", "doctor", "diff", "changes", "fetch", "merge", "apply", "cp", "url", "swarm-sim"]
 
 
 def run_cli(*args: str, lab: Lab | None = None, as_json: bool = False, timeout: float = 120,

@@ -60,14 +60,25 @@ def test_the_store_is_a_wal_sqlite_file_under_the_project_and_configurable(tmp_p
     with sqlite3.connect(lab.run_store.path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")} == {
-            "runs", "exchanges", "artifacts"}
+            "runs", "exchanges", "artifacts", "seeds"}
     with pytest.raises(NotFound, match="no run 'nope'"):
         lab.run("nope")
-
     elsewhere = Lab(tmp_path, name=lab.name, run_store="records/r.sqlite")
     assert elsewhere.run_store.path == tmp_path / "records" / "r.sqlite"
     (tmp_path / "claude-lab.toml").write_text(f'run_store = "{tmp_path / "abs.sqlite"}"\n')
     assert Lab(tmp_path, name=lab.name).run_store.path == tmp_path / "abs.sqlite"
+
+
+def test_a_store_of_the_first_schema_gains_the_seeds_table(tmp_path: Path):
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as conn:  # what schema 1 made: no seeds table
+        conn.execute("CREATE TABLE runs (run_id TEXT PRIMARY KEY, status TEXT NOT NULL, started_at TEXT)")
+        conn.execute("PRAGMA user_version = 1")
+    store = RunStore(path)
+    assert store.seeds() == [] and not store.has_seed("lab", "abc")
+    store.put_seed("lab", "abc", b"bundle")
+    assert store.seed("lab", "abc") == b"bundle" and store.seeds()[0]["size"] == 6
+    store.close()
 
 
 def test_writers_in_several_processes_and_threads_record_at_once(tmp_path: Path):

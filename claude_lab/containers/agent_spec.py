@@ -36,14 +36,15 @@ class Limits:
 
 def agent_spec(cfg: "LabConfig", lab: str, agent_id: str, group: str | None, guard: str, egress: str, *,
                limits: Limits, image: str | None = None, env: dict[str, str] | None = None, socket: bool = False,
-               read_only: bool = False, runtime: str | None = None) -> ContainerSpec:
+               read_only: bool = False, runtime: str | None = None,
+               labels: dict[str, str] | None = None) -> ContainerSpec:
     volumes = {n.workspace_volume(lab, agent_id): {"bind": WORKSPACE, "mode": "rw"}}
     if socket:
         volumes[DOCKER_SOCKET] = {"bind": DOCKER_SOCKET, "mode": "rw"}
     return ContainerSpec(
         name=n.container_name(lab, n.AGENT_ROLE, agent_id), image=image or cfg.image("agent"),
         labels=n.labels(lab, "container", role=n.AGENT_ROLE, agent=agent_id, group=group,
-                        docker_socket="1" if socket else None, egress=egress, netguard=guard),
+                        docker_socket="1" if socket else None, egress=egress, netguard=guard, **(labels or {})),
         network=f"container:{guard}",  # no network, hostname or capability of its own
         user=cfg.agent_user, working_dir=WORKSPACE,
         environment={**service_env(cfg), **cfg.agent_env, **(env or {}),

@@ -18,9 +18,14 @@ STATUS_COLUMNS = ["name", "role", "state", "health", "image", "ports", "created"
 
 def status_frame(engine: "EngineFace", containers: list[ContainerInfo]) -> pd.DataFrame:
     guards = {c.labels.get(n.AGENT): c for c in containers if c.labels.get(n.ROLE) == guard.NETGUARD_ROLE}
+    def ports(c: ContainerInfo) -> str:
+        sidecar = guards.get(c.labels.get(n.AGENT)) if c.labels.get(n.ROLE) == n.AGENT_ROLE else None
+        published = {**c.ports, **(sidecar.ports if sidecar is not None else {})}  # an agent's: its sidecar's
+        return ", ".join(f"{host}->{cport}" for cport, host in sorted(published.items()))
+
     rows = [{
         "name": c.name, "role": c.labels.get(n.ROLE), "state": c.state, "health": c.health, "image": c.image,
-        "ports": ", ".join(f"{host}->{cport}" for cport, host in sorted(c.ports.items())),
+        "ports": ports(c),
         "created": pd.Timestamp(c.created) if c.created else pd.NaT,
         "agent": c.labels.get(n.AGENT), "group": c.labels.get(n.GROUP),
         "egress": guard.state_of(engine, c, guards.get(c.labels.get(n.AGENT))).text

@@ -9,7 +9,7 @@ import ipaddress
 import os
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import docker
 import docker.errors
@@ -125,7 +125,7 @@ class Engine:
             hc = Healthcheck(**spec.healthcheck)
         host_config = self.api.create_host_config(
             binds={src: {"bind": v["bind"], "mode": v.get("mode", "rw")} for src, v in spec.volumes.items()},
-            port_bindings={p: [(ip, port)] for p, (ip, port) in spec.ports.items()},
+            port_bindings={p: [(ip, port or None)] for p, (ip, port) in spec.ports.items()},  # 0: a free port
             mem_limit=spec.mem_limit,
             nano_cpus=spec.nano_cpus,
             pids_limit=spec.pids_limit,
@@ -153,7 +153,7 @@ class Engine:
             working_dir=spec.working_dir,
             environment=spec.environment or None,
             labels=spec.labels,
-            ports=list(spec.ports) or None,
+            ports=[(int(p.split("/")[0]), p.partition("/")[2] or "tcp") for p in spec.ports] or None,
             volumes=[v["bind"] for v in spec.volumes.values()] or None,
             host_config=host_config,
             networking_config=networking,
@@ -224,8 +224,15 @@ class Engine:
         return self._call(self.api.logs, name, stream=follow, follow=follow, tail=tail if tail is not None else "all",
                           timestamps=timestamps, what=f"container {name}")
 
-    def put_archive(self, name: str, path: str, data: bytes) -> None:
-        self._call(self.api.put_archive, name, path, data, what=f"container {name}")
+    def put_archive(self, name: str, path: str, data: bytes | Iterable[bytes]) -> None:
+        """Unpack a tar (bytes, or chunks as they come: streamed, not held whole) at `path` in the container."""
+        if not self._call(self.api.put_archive, name, path, data, what=f"container {name} (path {path})"):
+            raise LabError(f"the engine did not unpack the archive at {path} in {name}")
+
+    def get_archive(self, name: str, path: str) -> tuple[Iterator[bytes], dict[str, Any]]:
+        """A file or folder of the container as a tar stream, and the engine's stat of it (name, size, mode)."""
+        return self._call(self.api.get_archive, name, path, chunk_size=1 << 20,
+                          what=f"{path} in container {name}")
 
     # -- exec --------------------------------------------------------------------------
     def exec_start(self, container: str, cmd: list[str], user: str | None = None, workdir: str | None = None,

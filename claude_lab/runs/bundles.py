@@ -34,6 +34,10 @@ def export_run(store: RunStore, run_id: str, path: str | os.PathLike) -> Path:
         ("diff.patch", (rec.get("diff") or "").encode()),
     ]
     members += [(f"artifacts/{name}", store.artifact(run_id, name) or b"") for name in store.artifact_names(run_id)]
+    seed_commit = (store.artifact(run_id, "workspace.seed") or b"").decode()
+    seed = store.seed(rec.get("lab") or "", seed_commit) if seed_commit else None
+    if seed is not None:  # the seeded workspace's base travels with the run
+        members.append(("seed.bundle", seed))
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
     with tarfile.open(partial, mode) as tar:
@@ -73,4 +77,7 @@ def import_run(store: RunStore, path: str | os.PathLike) -> str:
                  for line in files.get("cassette.jsonl", b"").decode("utf-8").splitlines() if line.strip()]
     artifacts = {name.split("/", 1)[1]: data for name, data in files.items() if name.startswith("artifacts/")}
     store.insert_run(row, exchanges, artifacts)
+    seed_commit = artifacts.get("workspace.seed", b"").decode()
+    if seed_commit and "seed.bundle" in files:
+        store.put_seed(row.get("lab") or "", seed_commit, files["seed.bundle"])
     return row["run_id"]

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 from urllib.parse import urlsplit
 
+from .. import naming as n
 from ..containers.execution import ExecStream, drain
 from ..containers.services import WORKSPACE
 from ..errors import LabError, ModelUnreachable
@@ -18,7 +19,7 @@ from ..model.proxy import Exchange, ModelProxy, probe_upstream
 from .heartbeat import HEARTBEAT
 from .ids import new_run_id
 from .results import RunEvent, RunResult, event_dict
-from .snapshot import snapshot_workspace
+from .snapshot import snapshot_workspace, workspace_branch
 from .store import RunStore
 
 if TYPE_CHECKING:
@@ -80,6 +81,7 @@ class RunRecorder:
         self.endpoint, self.proxy = endpoint, proxy
         self.replay_of, self.judge = replay_of, judge
         self.run_id: str | None = None
+        self.info: "ContainerInfo | None" = None
         self._lock = threading.Lock()
         self._pending: list[Exchange] = []
         self._finished = False
@@ -102,6 +104,7 @@ class RunRecorder:
             "image": info.image, "image_id": info.image_id, "limits": limits_of(info),
             "start_commit": run.start_commit, "replay_of": self.replay_of,
         })
+        self.info = info
         with self._lock:
             self.run_id, pending, self._pending = run.run_id, self._pending, []
         for exchange in pending:
@@ -120,6 +123,21 @@ class RunRecorder:
             self.store.add_exchange(self.run_id or "", exchange)
         except Exception as exc:  # noqa: BLE001 - the run goes on; say what the cassette misses
             warnings.warn(f"run {self.run_id}: exchange {exchange.seq} could not be stored: {exc}", stacklevel=2)
+
+    def _snapshot(self, container: str, start_commit: str) -> dict[str, bytes]:
+        """The workspace up to the run's start commit, for replay. A seeded workspace's base (the project's
+        history) is stored once per lab and commit; the run keeps only what came after it."""
+        out: dict[str, bytes] = {}
+        branch = workspace_branch(self.engine, container, WORKSPACE)
+        if branch:
+            out["workspace.branch"] = branch.encode()
+        base = self.info.labels.get(n.BASE) if self.info is not None else None
+        if base:
+            if not self.store.has_seed(self.lab_name, base):
+                self.store.put_seed(self.lab_name, base, snapshot_workspace(self.engine, container, WORKSPACE, base))
+            out["workspace.seed"] = base.encode()
+        out["workspace.bundle"] = snapshot_workspace(self.engine, container, WORKSPACE, start_commit, exclude=base)
+        return out
 
     def fail(self, error: str) -> None:
         """The command never started: close the record as an error."""
@@ -153,8 +171,7 @@ class RunRecorder:
                 artifacts["stderr.txt"] = res.stderr.encode("utf-8")
             if res.start_commit:
                 try:
-                    artifacts["workspace.bundle"] = snapshot_workspace(self.engine, run.container, WORKSPACE,
-                                                                       res.start_commit)
+                    artifacts.update(self._snapshot(run.container, res.start_commit))
                 except LabError as exc:
                     artifacts["workspace.error"] = str(exc).encode("utf-8")
             fields = result_fields(res)

@@ -123,6 +123,15 @@ def replay(store: RunStore, run_id: str, *, engine: "EngineFace", lab_name: str,
         raise LabError(f"run {run_id} has no snapshot of its start workspace"
                        + (f" ({why.decode('utf-8', 'replace')})" if why else "")
                        + ", so it cannot be replayed")
+    bundles = [bundle]
+    seed_commit = (store.artifact(run_id, "workspace.seed") or b"").decode() or None
+    if seed_commit:  # a seeded workspace: its base first, stored once for the lab
+        seed = store.seed(rec["lab"] or lab_name, seed_commit)
+        if seed is None:
+            raise LabError(f"run {run_id} started from seed {seed_commit[:12]} of lab {rec['lab']}, which is not in "
+                           f"the run store {store.path}; import the run's bundle again (it carries the seed)")
+        bundles.insert(0, seed)
+    branch = (store.artifact(run_id, "workspace.branch") or b"").decode() or None
     image_id = image or rec["image_id"]
     if not image_id or engine.image_id(image_id) is None:
         raise NotFound(f"the image run {run_id} used ({image_id or 'unknown'}) is not on this engine; load it "
@@ -137,7 +146,7 @@ def replay(store: RunStore, run_id: str, *, engine: "EngineFace", lab_name: str,
     target = make_agent(agent_id, rec["limits"] or {}, image_id)
     proxy: ModelProxy | None = None
     try:
-        restore_workspace(engine, target.container, WORKSPACE, bundle)
+        restore_workspace(engine, target.container, WORKSPACE, bundles, branch)
         if setup is not None:
             setup(agent_id)
         cassette: Cassette | None = None

@@ -50,7 +50,7 @@ from .results import RunEvent, RunResult, tool_calls_from
 __all__ = ["DEFAULT_PATH", "RUN_COLUMNS", "RunStore"]
 
 DEFAULT_PATH = ".claude-lab/runs.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the seeds table
 BUSY_TIMEOUT_S = 30.0
 
 RUN_COLUMNS = ["run_id", "lab", "agent", "kind", "status", "started_at", "ended_at", "duration_s", "prompt",
@@ -74,6 +74,9 @@ CREATE TABLE IF NOT EXISTS exchanges (
     seq INTEGER NOT NULL, kind TEXT, method TEXT, path TEXT, request_headers TEXT, request_body BLOB,
     status INTEGER, response_headers TEXT, response_body BLOB, started_at REAL, duration_s REAL, error TEXT,
     PRIMARY KEY (run_id, seq)
+);
+CREATE TABLE IF NOT EXISTS seeds (
+    lab TEXT NOT NULL, commit_id TEXT NOT NULL, bundle BLOB, stored_at TEXT, PRIMARY KEY (lab, commit_id)
 );
 CREATE TABLE IF NOT EXISTS artifacts (
     run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
@@ -381,3 +384,22 @@ class RunStore:
                     conn.execute("INSERT INTO artifacts (run_id, name, data) VALUES (?, ?, ?)", (run_id, name, data))
         except sqlite3.IntegrityError:
             raise AlreadyExists(f"run {run_id} is already in the run store {self.path}") from None
+
+    # -- seeds: a seeded workspace's base, stored once per lab and commit, not once per run ------------
+    def has_seed(self, lab: str, commit: str) -> bool:
+        return bool(self._query("SELECT 1 FROM seeds WHERE lab = ? AND commit_id = ?", (lab, commit)))
+
+    def put_seed(self, lab: str, commit: str, bundle: bytes) -> None:
+        with self._tx() as conn:
+            conn.execute("INSERT OR IGNORE INTO seeds (lab, commit_id, bundle, stored_at) VALUES (?, ?, ?, ?)",
+                         (lab, commit, bundle, now_iso()))
+
+    def seed(self, lab: str, commit: str) -> bytes | None:
+        rows = self._query("SELECT bundle FROM seeds WHERE lab = ? AND commit_id = ?", (lab, commit))
+        return bytes(rows[0][0]) if rows else None
+
+    def seeds(self, lab: str | None = None) -> list[dict[str, Any]]:
+        """The stored seeds (lab, commit, size in bytes, stored_at), oldest first."""
+        sql = "SELECT lab, commit_id, length(bundle), stored_at FROM seeds"
+        rows = self._query(sql + (" WHERE lab = ?" if lab else "") + " ORDER BY stored_at", (lab,) if lab else ())
+        return [{"lab": r[0], "commit": r[1], "size": r[2], "stored_at": r[3]} for r in rows]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import docker
 import docker.errors
@@ -173,9 +173,13 @@ class SwarmEngine(SwarmTasks):
         return self._on_node(name, lambda engine, ref: engine.logs(ref, tail=tail, follow=follow,
                                                                    timestamps=timestamps))
 
-    def put_archive(self, name: str, path: str, data: bytes) -> None:
+    def put_archive(self, name: str, path: str, data: bytes | Iterable[bytes]) -> None:
         engine, ref = self.locate(name)
         engine.put_archive(ref, path, data)
+
+    def get_archive(self, name: str, path: str) -> tuple[Iterator[bytes], dict[str, Any]]:
+        engine, ref = self.locate(name)
+        return engine.get_archive(ref, path)
 
     # -- exec: on the node's engine --------------------------------------------------------------
     def exec_start(self, container: str, cmd: list[str], user: str | None = None, workdir: str | None = None,

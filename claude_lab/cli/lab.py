@@ -1,124 +1,20 @@
-"""`claude-lab`: the command line over `Lab` (a thin front end: no Docker calls here)."""
+"""The CLI's lab commands: start, stop, status, list, create, remove, exec, enter, logs, cleanup, build, doctor."""
 from __future__ import annotations
 
 import json
 import os
 import sys
 from dataclasses import asdict
-from typing import Any, List, Optional
+from typing import List, Optional
 
 import pandas as pd
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ._version import __version__
-from .doctor import run_checks
-from .errors import (
-    AlreadyExists,
-    BuildError,
-    ConfigError,
-    EngineUnavailable,
-    InvalidName,
-    LabError,
-    LabTimeout,
-    NotFound,
-    PortInUse,
-)
-from .images import BuildEvent
-from .lab import Lab
-
-app = typer.Typer(
-    help="Run Claude Code agents in isolated Docker containers next to your dev services.",
-    no_args_is_help=True,
-    add_completion=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-out = Console()
-err = Console(stderr=True)
-
-# Exit codes a script can rely on.
-EXIT_CODES: list[tuple[type[LabError], int]] = [
-    (EngineUnavailable, 3), (NotFound, 4), (PortInUse, 5), (BuildError, 6), (LabTimeout, 7),
-    (InvalidName, 8), (ConfigError, 8), (AlreadyExists, 9), (LabError, 1),
-]
-
-
-class State:
-    project_dir: str = "."
-    name: Optional[str] = None
-    json: bool = False
-
-
-state = State()
-
-
-def _lab() -> Lab:
-    return Lab(state.project_dir, state.name)
-
-
-def _fail(exc: LabError) -> None:
-    code = next(c for kind, c in EXIT_CODES if isinstance(exc, kind))
-    if state.json:
-        print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
-    else:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True)
-    raise typer.Exit(code)
-
-
-def _emit(df: pd.DataFrame, title: str) -> None:
-    if state.json:
-        print(df.to_json(orient="records", date_format="iso"))
-        return
-    table = Table(title=title, title_justify="left")
-    for col in df.columns:
-        table.add_column(str(col))
-    for _, row in df.iterrows():
-        table.add_row(*("" if pd.isna(v) else str(v) for v in row.tolist()))
-    out.print(table)
-
-
-def _progress(event: BuildEvent) -> None:
-    if state.json:
-        return
-    if event.kind == "step":
-        err.print(f"[cyan]{event.image}[/] \\[{event.step}/{event.total}] {escape(event.text[:110])}",
-                  highlight=False)
-    elif event.kind in ("done", "skipped", "start"):
-        err.print(f"[cyan]{event.image}[/] {escape(event.text)}", highlight=False)
-
-
-def _verbose_progress(event: BuildEvent) -> None:
-    _progress(event)
-    if event.kind == "output" and not state.json:
-        err.print(f"  {event.text}", highlight=False, markup=False)
-
-
-def _run(fn, *args: Any, **kwargs: Any) -> Any:
-    try:
-        return fn(*args, **kwargs)
-    except LabError as exc:
-        _fail(exc)
-
-
-def _print_version(value: bool) -> None:
-    # Eager: a group's callback only runs when a command follows, so `--version` alone must act here.
-    if value:
-        print(__version__)
-        raise typer.Exit(0)
-
-
-@app.callback()
-def main_options(
-    project_dir: str = typer.Option(".", "--project-dir", "-C", help="The project folder (default: here)."),
-    name: Optional[str] = typer.Option(None, "--name", "-n", help="Lab name (default: from the folder name)."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
-    version: bool = typer.Option(False, "--version", help="Print the version and exit.",
-                                 callback=_print_version, is_eager=True),
-) -> None:
-    state.project_dir, state.name, state.json = project_dir, name, as_json
-
+from ..doctor import run_checks
+from ..errors import LabError, LabTimeout
+from .app import _emit, _fail, _lab, _progress, _run, _verbose_progress, app, err, out, state
 
 @app.command()
 def start(no_build: bool = typer.Option(False, "--no-build", help="Fail instead of building missing images.")) -> None:
@@ -160,14 +56,25 @@ def create(
     memory: Optional[str] = typer.Option(None, help="Memory limit, e.g. 2g."),
     cpus: Optional[float] = typer.Option(None, help="CPU limit, e.g. 1.5."),
     pids: Optional[int] = typer.Option(None, help="Process limit."),
+    source: str = typer.Option("auto", "--from", help="The workspace's start: project (a git clone of the project), "
+                               "a folder, a git URL, or none (empty). Default: project in a git project."),
+    ref: Optional[str] = typer.Option(None, "--ref", help="Branch, tag or commit to start from (default: HEAD)."),
+    uncommitted: bool = typer.Option(False, "--uncommitted", help="Bring your uncommitted changes along too."),
+    port: List[int] = typer.Option([], "--port", "-p", help="Publish this container port on the host (repeatable)."),
 ) -> None:
-    """Create and start an agent container with its own workspace volume."""
+    """Create and start an agent container with its own workspace volume (seeded from your project)."""
     lab = _run(_lab)
-    agent = _run(lab.create_agent, agent_id, group=group, memory=memory, cpus=cpus, pids=pids, progress=_progress)
+    agent = _run(lab.create_agent, agent_id, group=group, memory=memory, cpus=cpus, pids=pids, progress=_progress,
+                 source=None if source == "none" else source, ref=ref, include_uncommitted=uncommitted, ports=port)
+    seeded = {k: agent.info.labels.get(f"claude-lab.{k}") for k in ("source", "base")}
     if state.json:
-        print(json.dumps({"agent": agent.id, "group": agent.group, "container": agent.name, "state": agent.state}))
-    else:
-        out.print(f"created agent [bold]{agent.id}[/] ({agent.name}, workspace volume {agent.workspace_volume})")
+        print(json.dumps({"agent": agent.id, "group": agent.group, "container": agent.name, "state": agent.state,
+                          "source": seeded["source"], "base": seeded["base"], "ports": list(port)}))
+        return
+    where = f", from {seeded['source']} at {seeded['base'][:12]}" if seeded["base"] else ", empty workspace"
+    out.print(f"created agent [bold]{agent.id}[/] ({agent.name}, workspace volume {agent.workspace_volume}{where})")
+    for p in port:
+        out.print(f"  port {p}: {_run(lab.url, agent.id, p)}")
 
 
 @app.command()
@@ -302,79 +209,3 @@ def doctor() -> None:
             table.add_row(c.name, "[green]ok[/]" if c.ok else "[red]FAIL[/]", c.detail, c.fix)
         out.print(table)
     raise typer.Exit(0 if all(c.ok for c in checks) else 1)
-
-
-# -- swarm-sim: a real multi-node Docker Swarm on this machine, for the swarm backend ------------------
-swarm_sim = typer.Typer(help="A local Docker Swarm: the host engine as manager plus Docker-in-Docker workers.",
-                        no_args_is_help=True)
-app.add_typer(swarm_sim, name="swarm-sim")
-SIM_NAME_HELP = "Name of the sim (prefix of its containers, volumes and network)."
-
-
-def _sim_say(text: str) -> None:
-    if not state.json:
-        err.print(f"[cyan]swarm-sim[/] {escape(text)}", highlight=False)
-
-
-def _emit_sim(sim_name: str) -> None:
-    from . import swarmsim
-
-    sim = _run(swarmsim.sim_status, sim_name)
-    if sim is None:
-        _fail(NotFound(f"no swarm sim named {sim_name}; start one with `claude-lab swarm-sim up --workers 2`"))
-    nodes = _run(swarmsim.sim_nodes, sim_name)
-    if state.json:
-        print(json.dumps({**asdict(sim), "nodes": [asdict(node) for node in nodes]}))
-        return
-    df = pd.DataFrame([{"hostname": node.hostname, "role": node.role, "state": node.state,
-                        "availability": node.availability, "engine": node.engine_url or "(manager: this engine)"}
-                       for node in nodes], columns=["hostname", "role", "state", "availability", "engine"])
-    _emit(df, f"swarm sim {sim.name}")
-    out.print(f"registry [bold]{sim.registry}[/] (the same reference on every node) · model host "
-              f"[bold]{sim.model_host}[/] · network {sim.network}", highlight=False)
-
-
-@swarm_sim.command("up")
-def swarm_sim_up(
-    workers: int = typer.Option(2, "--workers", "-w", min=0, help="Number of worker nodes."),
-    registry_port: int = typer.Option(5000, "--registry-port", help="Host port (127.0.0.1) of the sim's registry."),
-    sim_name: str = typer.Option("claude-lab-sim", "--name", help=SIM_NAME_HELP),
-) -> None:
-    """Start the sim (idempotent; another --workers adds or removes workers), then show its nodes."""
-    from . import swarmsim
-
-    _run(swarmsim.sim_up, workers, name=sim_name, registry_port=registry_port, progress=_sim_say)
-    _emit_sim(sim_name)
-
-
-@swarm_sim.command("status")
-def swarm_sim_status(sim_name: str = typer.Option("claude-lab-sim", "--name", help=SIM_NAME_HELP)) -> None:
-    """The sim's nodes (hostname, role, state, availability, engine URL), its registry and model host."""
-    _emit_sim(sim_name)
-
-
-@swarm_sim.command("down")
-def swarm_sim_down(
-    force: bool = typer.Option(False, "--force", help="Leave the swarm even if lab services still run on it."),
-    sim_name: str = typer.Option("claude-lab-sim", "--name", help=SIM_NAME_HELP),
-) -> None:
-    """Remove the sim's workers, registry, volumes and network; leave the swarm if the sim made it."""
-    from . import swarmsim
-
-    removed = _run(swarmsim.sim_down, sim_name, force=force)
-    if state.json:
-        print(json.dumps(removed))
-        return
-    for kind, items in removed.items():
-        if isinstance(items, list):
-            out.print(f"removed {len(items)} {kind}" + (f": {', '.join(items)}" if items else ""))
-    out.print("left the swarm (the sim had made it)" if removed.get("left_swarm")
-              else "the host engine stays in its swarm (the sim did not make it, or another sim still uses it)")
-
-
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()
