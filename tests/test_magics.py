@@ -320,3 +320,26 @@ def test_lab_magic_status_agents_stats_use_panel_down(ip, lab: Lab, lab_factory)
     down = ip.run_line_magic("lab", "down")
     assert down["state"].tolist() == ["exited"]
     assert lab.agent("agent-001").state == "exited"
+
+
+def test_lab_magic_diff_changes_and_merge_of_a_seeded_agent(ip, lab: Lab, capsys):
+    project = lab.config.project_dir
+    env = {"GIT_AUTHOR_NAME": "u", "GIT_AUTHOR_EMAIL": "u@x", "GIT_COMMITTER_NAME": "u", "GIT_COMMITTER_EMAIL": "u@x",
+           "PATH": "/usr/bin:/bin", "HOME": str(project)}
+    (project / "app.py").write_text("x = 1\n")
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "start"]):
+        subprocess.run(["git", "-C", str(project), *args], check=True, capture_output=True, env=env)
+    lab.create_agent("agent-001", progress=False)
+    lab.exec("agent-001", "echo 'y = 2' >> /workspace/app.py").check()
+    assert ip.run_line_magic("lab", "diff agent-001") is None
+    assert "+y = 2" in capsys.readouterr().out
+    assert ip.run_line_magic("lab", "changes agent-001")["path"].tolist() == ["app.py"]
+    (project / "app.py").write_text("x = 1\nmine\n")
+    with pytest.raises(UsageError, match="uncommitted changes touch app.py"):
+        ip.run_line_magic("lab", "merge agent-001")
+    assert (project / "app.py").read_text() == "x = 1\nmine\n"
+    subprocess.run(["git", "-C", str(project), "checkout", "app.py"], check=True, env=env)
+    result = ip.run_line_magic("lab", "merge agent-001")
+    assert result.files == ["app.py"] and (project / "app.py").read_text() == "x = 1\ny = 2\n"
+    with pytest.raises(UsageError, match="give the agent's id"):
+        ip.run_line_magic("lab", "diff")

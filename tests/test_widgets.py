@@ -212,3 +212,34 @@ def test_stats_unavailable_without_a_sampler_and_chart_from_samples(lab: Lab):
         poll(lambda: sampler.samples >= 3, timeout=15)
         png = draw_chart(sampler.frame(), window_s=60)
     assert png.startswith(PNG) and len(png) > 5000
+
+
+def test_changes_view_and_merge_button_of_a_seeded_agent(lab: Lab):
+    import subprocess
+
+    project = lab.config.project_dir
+    env = {"GIT_AUTHOR_NAME": "u", "GIT_AUTHOR_EMAIL": "u@x", "GIT_COMMITTER_NAME": "u", "GIT_COMMITTER_EMAIL": "u@x",
+           "PATH": "/usr/bin:/bin", "HOME": str(project)}
+    (project / "notes.txt").write_text("one\n")
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "start"]):
+        subprocess.run(["git", "-C", str(project), *args], check=True, capture_output=True, env=env)
+    lab.create_agent("agent-001", progress=False)
+    lab.exec("agent-001", "echo two >> /workspace/notes.txt").check()
+    panel = ContainersPanel(lab, refresh=0.5)
+    try:
+        row = panel.row("agent-001")
+        poll(lambda: row.cells["changes"].value == "1 file", timeout=20)
+        assert panel.merge_button.layout.display == "none"
+        row.buttons["changes"].click()
+        poll(lambda: "+two" in panel.logs.value, timeout=20)
+        assert panel.merge_button.layout.display != "none"
+        (project / "notes.txt").write_text("one\nmine\n")  # the user's uncommitted change in the same file
+        panel.merge_button.click()
+        poll(lambda: "uncommitted changes touch notes.txt" in panel.message.value, timeout=20)
+        assert (project / "notes.txt").read_text() == "one\nmine\n"  # refused: nothing changed
+        subprocess.run(["git", "-C", str(project), "checkout", "notes.txt"], check=True, env=env)
+        panel.merge_button.click()
+        poll(lambda: "merged claude-lab/agent-001 into main" in panel.message.value, timeout=20)
+        assert (project / "notes.txt").read_text() == "one\ntwo\n"
+    finally:
+        panel.close()

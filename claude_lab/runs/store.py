@@ -135,6 +135,9 @@ class RunStore:
             return self._conn
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            ignore = self.path.parent / ".gitignore"
+            if self.path.parent.name == ".claude-lab" and not ignore.exists():  # never part of the project's git
+                ignore.write_text("# claude-lab's own files (the run store): not part of the project\n*\n")
             conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None,
                                    check_same_thread=False)
             conn.row_factory = sqlite3.Row

@@ -1,6 +1,8 @@
 """The containers panel: the lab's containers in a table, kept fresh in the background, with actions.
 
-Every row has start / stop / restart / remove / logs; below the table a form creates agents.
+Every row has start / stop / restart / remove / logs; an agent seeded from the project shows how many
+files it changed, and its "changes" button shows its diff with a Merge button (a refused merge says why,
+in the panel, and changes nothing). Below the table a form creates agents.
 Actions run one at a time on a worker thread (a stop can take seconds), so the kernel stays
 free; what they did, or why they failed, shows in the panel's message line and in `.errors`.
 """
@@ -22,12 +24,13 @@ if TYPE_CHECKING:
     from ..lab import Lab
 
 COLUMNS = [("name", "190px"), ("role", "60px"), ("state", "80px"), ("health", "80px"),
-           ("CPU %", "60px"), ("memory", "150px")]
-ACTIONS = ("start", "stop", "restart", "remove", "logs")
+           ("CPU %", "60px"), ("memory", "150px"), ("changes", "70px")]
+ACTIONS = ("start", "stop", "restart", "remove", "logs", "changes")
+DIFF_CHARS = 100_000
 ROLE_ORDER = {"dev": 0, "postgres": 1, "redis": 2, "agent": 3}
 LOG_LINES = 200
 _DOING = {"start": "starting", "stop": "stopping", "restart": "restarting", "remove": "removing",
-          "logs": "reading the log of"}
+          "logs": "reading the log of", "changes": "reading the changes of", "merge": "merging the work of"}
 _DONE = {"start": "started", "stop": "stopped", "restart": "restarted", "remove": "removed"}
 _STATE_COLOURS = {"running": "#2e7d32", "exited": "#757575", "created": "#757575", "dead": "#c62828",
                   "restarting": "#ef6c00", "paused": "#ef6c00"}
@@ -74,7 +77,8 @@ class _Row:
         self.box.add_class(f"claude-lab-row-{self.short}")
         self.state = ""
 
-    def update(self, record: dict[str, Any], stats: dict[str, Any] | None, busy: bool) -> None:
+    def update(self, record: dict[str, Any], stats: dict[str, Any] | None, busy: bool,
+               changed: int | None = None) -> None:
         self.state = str(record.get("state") or "")
         group = record.get("group") if _present(record.get("group")) else None
         cells = {
@@ -85,6 +89,7 @@ class _Row:
                      f"&#9679; {html.escape(self.state)}</span>",
             "health": html.escape(str(record.get("health"))) if _present(record.get("health")) else "",
             "CPU %": "–", "memory": "–",
+            "changes": "–" if changed is None else f"{changed} file{'' if changed == 1 else 's'}",
         }
         if stats:
             if _present(stats.get("cpu_percent")):
@@ -98,7 +103,7 @@ class _Row:
                 self.cells[title].value = value
         running = self.state == "running"
         enabled = {"start": not running, "stop": running, "restart": True,
-                   "remove": self.agent is not None, "logs": True}
+                   "remove": self.agent is not None, "logs": True, "changes": changed is not None}
         for action, button in self.buttons.items():
             disabled = busy or not enabled[action]
             if button.disabled != disabled:
@@ -130,13 +135,18 @@ class ContainersPanel(widgets.VBox):
         message = widgets.HTML()
         message.add_class("claude-lab-message")
         logs = widgets.HTML()
-        super().__init__([table, widgets.HBox([new_id, new_group, create]), message, logs])
+        merge = widgets.Button(description="merge", button_style="warning", layout=widgets.Layout(
+            width="80px", display="none"), tooltip="merge the agent's work into the project's branch")
+        merge.add_class("claude-lab-merge")
+        super().__init__([table, widgets.HBox([new_id, new_group, create]), message, logs, merge])
         self.add_class("claude-lab-containers")
         self.lab = lab
         self.stats = stats
         self.on_agents = on_agents
         self.table, self.header, self.message, self.logs = table, header, message, logs
         self.new_id, self.new_group, self.create_button = new_id, new_group, create
+        self.merge_button, self.diff_of = merge, None  # the agent whose diff is shown
+        merge.on_click(lambda _b: self.diff_of and self.request(self._rows_by_agent(self.diff_of), "merge"))
         self.errors: list[str] = []
         self.records: list[dict[str, Any]] = []  # the last status seen, for the static fallback
         self.agent_ids: list[str] = []
@@ -173,6 +183,8 @@ class ContainersPanel(widgets.VBox):
             return
         records = self.lab.status().to_dict("records")
         stats = self._latest_stats()
+        changed = {r["agent"]: self._changed(r["agent"]) for r in records
+                   if r.get("role") == "agent" and r.get("state") == "running" and _present(r.get("agent"))}
         with self._lock:
             if self._stopped:
                 return
@@ -182,7 +194,7 @@ class ContainersPanel(widgets.VBox):
                 row = self._rows.get(name)
                 if row is None:
                     row = self._rows[name] = _Row(self, record)
-                row.update(record, stats.get(name), busy=name in self._busy)
+                row.update(record, stats.get(name), busy=name in self._busy, changed=changed.get(row.agent))
                 names.append(name)
             for gone in set(self._rows) - set(names):
                 self._rows.pop(gone).close()
@@ -198,6 +210,16 @@ class ContainersPanel(widgets.VBox):
                 self._set_message("")
         if self.on_agents is not None:
             self.on_agents(list(self.agent_ids))
+
+    def _changed(self, agent: str) -> int | None:
+        """How many files a seeded agent changed against its base; None for an agent not seeded."""
+        try:
+            return len(self.lab.changes(agent))
+        except LabError:
+            return None
+
+    def _rows_by_agent(self, agent: str) -> str:
+        return self.row(agent).name
 
     def refresh_safely(self) -> None:
         try:
@@ -234,8 +256,8 @@ class ContainersPanel(widgets.VBox):
 
     def request(self, name: str, action: str) -> None:
         """Queue `action` on container `name` (what a row's button does)."""
-        if action not in ACTIONS:
-            raise LabError(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}")
+        if action not in (*ACTIONS, "merge"):
+            raise LabError(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}, merge")
         with self._lock:
             if self._stopped or name in self._busy or name not in self._rows:
                 return
@@ -261,6 +283,13 @@ class ContainersPanel(widgets.VBox):
             if action == "logs":
                 self._show_logs(row)
                 self.note(f"the last {LOG_LINES} log lines of {row.short} are below")
+            elif action == "changes":
+                self._show_changes(row)
+                self.note(f"the changes of {row.short} against its base are below")
+            elif action == "merge":
+                result = self.lab.merge(row.agent or row.name)
+                self.note(f"merged {result.branch} into {result.into}: {len(result.files)} files "
+                          f"({', '.join(result.files[:6])}{', …' if len(result.files) > 6 else ''})")
             else:
                 self.note(f"{_DONE[action]} {row.short}"
                           + (" (its workspace volume is kept)" if action == "remove" else ""))
@@ -271,10 +300,21 @@ class ContainersPanel(widgets.VBox):
                 self._busy.discard(row.name)
             self.refresh_safely()
 
+    def _show_changes(self, row: _Row) -> None:
+        diff = self.lab.diff(row.agent or row.name)
+        shown = diff[:DIFF_CHARS] + (f"\n… {len(diff) - DIFF_CHARS:,} more characters (lab.diff)" if len(diff) > DIFF_CHARS else "")
+        if not self._stopped:
+            self.diff_of = row.agent
+            self.logs.value = (f"<div><b>changes of {html.escape(row.short)}</b> against the commit it was seeded "
+                               f"from</div><pre style='max-height:320px;overflow:auto;margin:2px 0'>"
+                               f"{html.escape(shown) or '<i>(no changes)</i>'}</pre>")
+            self.merge_button.layout.display = "" if diff else "none"
+
     def _show_logs(self, row: _Row) -> None:
         text = self.lab.logs(row.name, tail=LOG_LINES)
         assert isinstance(text, str)
         if not self._stopped:
+            self.diff_of, self.merge_button.layout.display = None, "none"
             self.logs.value = (f"<div><b>log of {html.escape(row.short)}</b> (last {LOG_LINES} lines)</div>"
                                f"<pre style='max-height:240px;overflow:auto;margin:2px 0'>"
                                f"{html.escape(text) or '<i>(empty)</i>'}</pre>")
@@ -320,6 +360,6 @@ class ContainersPanel(widgets.VBox):
         for row in rows:
             row.close()
         for w in (self.header, self.table, self.message, self.logs, self.new_id, self.new_group,
-                  self.create_button):
+                  self.create_button, self.merge_button):
             w.close()
         super().close()
