@@ -4,6 +4,9 @@
     .venv/bin/python benchmarks/workspace.py             # about two minutes
     .venv/bin/python benchmarks/workspace.py --runs 3    # fewer rounds
 
+The seed of a commit is kept in the user's cache (~/.cache/claude-lab/seeds), so the first agent started
+from a commit makes it (printed apart) and the timed ones reuse it, as an experiment's trials do.
+
 On a generated repository of about 3,000 files and 60 MB with some history (made once, in a temporary
 folder, outside the timings):
 
@@ -85,7 +88,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         lab.build(["agent", "netguard"], progress=False)
-        seeded, empty = [], []
+        seeded, empty, cold = [], [], []
         for i in range(args.runs + 1):  # the first round warms up and is not counted
             for kind, times in (("seeded", seeded), ("empty", empty)):
                 agent = f"{kind}-{i}"
@@ -95,10 +98,13 @@ def main() -> None:
                 lab.remove_agent(agent, volumes=True)
                 if i:
                     times.append(took)
+                elif kind == "seeded":
+                    cold.append(took)  # the commit's first agent: its seed is made (then kept for the others)
         added = statistics.median(seeded) - statistics.median(empty)
         print(f"(a) create_agent: seeded {statistics.median(seeded):.2f} s, empty {statistics.median(empty):.2f} s "
               f"(medians of {args.runs}); seeding adds {added:.2f} s = {statistics.median(seeded) / statistics.median(empty):.2f}x "
               f"(goal: adds <= {GOAL_SEED_S:.1f} s)")
+        print(f"    the commit's first seeded agent (its seed made, not yet kept): {cold[0]:.2f} s")
         if added > GOAL_SEED_S:
             print(f"MISS: seeding adds {added:.2f} s > {GOAL_SEED_S:.1f} s")
 

@@ -143,6 +143,12 @@ def user_config_path() -> Path:
     return Path(base) / "claude-lab" / "config.toml"
 
 
+def user_cache_path() -> Path:
+    """Per-user cache (seeds of agents' workspaces, by commit), never inside a project."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "claude-lab"
+
+
 def _from_files(project: Path) -> dict[str, Any]:
     values: dict[str, Any] = {}
     user = user_config_path()

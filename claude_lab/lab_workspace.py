@@ -15,6 +15,7 @@ from .containers.services import WORKSPACE
 from .engine.types import ContainerInfo
 from .errors import LabError, NotFound
 from .netguard import sidecar as guard
+from .config import user_cache_path
 from .workspace import agent_git, files, roundtrip
 from .workspace import seed as seeding
 from .workspace.hostgit import ProjectRepo
@@ -74,8 +75,13 @@ class WorkspaceRoom:
             return None, {key: kept[label] for key, label in _SEED_LABELS.items() if label in kept}
         if source is None:
             return None, {}
-        seed = seeding.make(source, self.config.project_dir, ref, include_uncommitted, folder)
+        seed = seeding.make(source, self.config.project_dir, ref, include_uncommitted, folder,
+                            cache=self._seed_cache() if source == seeding.PROJECT else None)
         return seed, seed.labels()
+
+    def _seed_cache(self) -> Path:
+        """The user's cache (a commit's history is the same for every lab): nothing of it lands in the project."""
+        return user_cache_path() / "seeds"
 
     def _install(self, seed: seeding.Seed, agent_id: str) -> Callable[[ContainerInfo], object]:
         def install(info: ContainerInfo) -> None:

@@ -44,6 +44,7 @@ from ..containers.execution import OutputChunk
 from ..errors import AlreadyExists, LabError, NotFound
 from ..model.proxy import Exchange
 from .events import parse_message
+from ..util.folders import ensure_folder
 from .heartbeat import owner, owner_alive
 from .results import RunEvent, RunResult, tool_calls_from
 
@@ -134,10 +135,7 @@ class RunStore:
         if self._conn is not None and self._pid == os.getpid():
             return self._conn
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            ignore = self.path.parent / ".gitignore"
-            if self.path.parent.name == ".claude-lab" and not ignore.exists():  # never part of the project's git
-                ignore.write_text("# claude-lab's own files (the run store): not part of the project\n*\n")
+            ensure_folder(self.path.parent)
             conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None,
                                    check_same_thread=False)
             conn.row_factory = sqlite3.Row

@@ -1,5 +1,5 @@
-"""git inside an agent's workspace: seeding it from a bundle, its diff and changes, and its branch
-bundled for the trip back. Each step is one small Python script run in the container (python3 and git
+"""git inside an agent's workspace: the seed checked out, its diff and changes, and its branch bundled for the
+trip back. Each step is one small Python script run in the container (python3 and git
 are in the images) as the agent's user, under the same lock as a run's git steps."""
 from __future__ import annotations
 
@@ -35,17 +35,11 @@ lock = open("/tmp/.claude-lab-git.lock", "a")
 fcntl.flock(lock, fcntl.LOCK_EX)
 '''
 
-_SEED = _COMMON + r'''
-bundle, seed_branch, branch = a["bundle"], a["seed_branch"], a["branch"]
-if os.listdir(ws):
-    fail("the workspace is not empty; seeding never overwrites an agent's work", 4)
-try:
-    git("clone", "-q", "--branch", seed_branch, bundle, ".")
-    git("checkout", "-q", "-b", branch)
-    git("branch", "-q", "-D", seed_branch)
-    git("remote", "remove", "origin")
-finally:
-    os.remove(bundle)
+_CHECKOUT = _COMMON + r'''
+seed_branch, branch = a["seed_branch"], a["branch"]
+git("config", "core.bare", "false")
+git("checkout", "-q", "-b", branch, seed_branch)
+git("branch", "-q", "-D", seed_branch)
 print(json.dumps({"head": git("rev-parse", "HEAD").strip()}))
 '''
 
@@ -101,11 +95,10 @@ def _run(engine: "EngineFace", container: str, script: str, args: dict[str, Any]
     return out
 
 
-def seed(engine: "EngineFace", container: str, workspace: str, bundle: str, seed_branch: str, branch: str) -> str:
-    """Clone the bundle (already in the container at `bundle`) into the empty workspace, on a new `branch`;
-    returns the workspace's HEAD."""
-    out = _run(engine, container, _SEED, {"workspace": workspace, "bundle": bundle, "seed_branch": seed_branch,
-                                          "branch": branch}, what="seeding the workspace")
+def checkout(engine: "EngineFace", container: str, workspace: str, seed_branch: str, branch: str) -> str:
+    """Check out a seeded `.git` (just put into the workspace) on a new `branch`; returns HEAD."""
+    out = _run(engine, container, _CHECKOUT, {"workspace": workspace, "seed_branch": seed_branch, "branch": branch},
+               what="checking out the seeded workspace")
     return json.loads(out.decode().strip().splitlines()[-1])["head"]
 
 
