@@ -31,6 +31,17 @@ fi
 scripts/ensure-engine.sh
 scripts/ensure-base-image.sh
 
+# git on the host: agents are seeded from the project's repository and their work comes back into it.
+if ! command -v git >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing git (agents are seeded from the project's git repository)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq git >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq git >/dev/null; }
+  else
+    say "git not found: install it to seed agents from your project (source=None works without)"
+  fi
+fi
+
 # Host clients for the dev services (psql, redis-cli), where apt can bring them.
 if ! command -v psql >/dev/null || ! command -v redis-cli >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

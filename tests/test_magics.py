@@ -21,7 +21,7 @@ from IPython.core.interactiveshell import InteractiveShell  # noqa: E402
 
 from claude_lab import ExecError, Lab, LabError, RunResult, ScriptedModel  # noqa: E402
 from claude_lab.magics import ContainerCellError, get_lab, set_lab  # noqa: E402
-from support import poll  # noqa: E402
+from support import git, git_project, poll  # noqa: E402
 
 
 def tool(name: str, **tool_input) -> list[dict]:
@@ -323,12 +323,7 @@ def test_lab_magic_status_agents_stats_use_panel_down(ip, lab: Lab, lab_factory)
 
 
 def test_lab_magic_diff_changes_and_merge_of_a_seeded_agent(ip, lab: Lab, capsys):
-    project = lab.config.project_dir
-    env = {"GIT_AUTHOR_NAME": "u", "GIT_AUTHOR_EMAIL": "u@x", "GIT_COMMITTER_NAME": "u", "GIT_COMMITTER_EMAIL": "u@x",
-           "PATH": "/usr/bin:/bin", "HOME": str(project)}
-    (project / "app.py").write_text("x = 1\n")
-    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "start"]):
-        subprocess.run(["git", "-C", str(project), *args], check=True, capture_output=True, env=env)
+    project = git_project(lab.config.project_dir, {"app.py": "x = 1\n"})
     lab.create_agent("agent-001", progress=False)
     lab.exec("agent-001", "echo 'y = 2' >> /workspace/app.py").check()
     assert ip.run_line_magic("lab", "diff agent-001") is None
@@ -338,7 +333,7 @@ def test_lab_magic_diff_changes_and_merge_of_a_seeded_agent(ip, lab: Lab, capsys
     with pytest.raises(UsageError, match="uncommitted changes touch app.py"):
         ip.run_line_magic("lab", "merge agent-001")
     assert (project / "app.py").read_text() == "x = 1\nmine\n"
-    subprocess.run(["git", "-C", str(project), "checkout", "app.py"], check=True, env=env)
+    git(project, "checkout", "app.py")
     result = ip.run_line_magic("lab", "merge agent-001")
     assert result.files == ["app.py"] and (project / "app.py").read_text() == "x = 1\ny = 2\n"
     with pytest.raises(UsageError, match="give the agent's id"):

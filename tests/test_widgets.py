@@ -21,7 +21,7 @@ from claude_lab.widgets import (  # noqa: E402
     start_sampler,
     stop_all,
 )
-from support import poll  # noqa: E402
+from support import git, git_project, poll  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -215,14 +215,7 @@ def test_stats_unavailable_without_a_sampler_and_chart_from_samples(lab: Lab):
 
 
 def test_changes_view_and_merge_button_of_a_seeded_agent(lab: Lab):
-    import subprocess
-
-    project = lab.config.project_dir
-    env = {"GIT_AUTHOR_NAME": "u", "GIT_AUTHOR_EMAIL": "u@x", "GIT_COMMITTER_NAME": "u", "GIT_COMMITTER_EMAIL": "u@x",
-           "PATH": "/usr/bin:/bin", "HOME": str(project)}
-    (project / "notes.txt").write_text("one\n")
-    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "start"]):
-        subprocess.run(["git", "-C", str(project), *args], check=True, capture_output=True, env=env)
+    project = git_project(lab.config.project_dir, {"notes.txt": "one\n"})
     lab.create_agent("agent-001", progress=False)
     lab.exec("agent-001", "echo two >> /workspace/notes.txt").check()
     panel = ContainersPanel(lab, refresh=0.5)
@@ -237,7 +230,7 @@ def test_changes_view_and_merge_button_of_a_seeded_agent(lab: Lab):
         panel.merge_button.click()
         poll(lambda: "uncommitted changes touch notes.txt" in panel.message.value, timeout=20)
         assert (project / "notes.txt").read_text() == "one\nmine\n"  # refused: nothing changed
-        subprocess.run(["git", "-C", str(project), "checkout", "notes.txt"], check=True, env=env)
+        git(project, "checkout", "notes.txt")
         panel.merge_button.click()
         poll(lambda: "merged claude-lab/agent-001 into main" in panel.message.value, timeout=20)
         assert (project / "notes.txt").read_text() == "one\ntwo\n"

@@ -18,25 +18,13 @@ import pytest
 from claude_lab import ConfigError, Lab, LabError, MergeConflict, NotFound
 from claude_lab.naming import network_name
 
-from support import poll
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True,
-                          env={"GIT_AUTHOR_NAME": "u", "GIT_AUTHOR_EMAIL": "u@x", "GIT_COMMITTER_NAME": "u",
-                               "GIT_COMMITTER_EMAIL": "u@x", "PATH": "/usr/bin:/bin", "HOME": str(repo)}).stdout
+from support import git, git_project, poll
 
 
 def make_repo(path: Path) -> Path:
-    (path / "src").mkdir(parents=True, exist_ok=True)
-    (path / "README.md").write_text("# toy\n")
-    (path / "src" / "app.py").write_text("def hello():\n    return 'hello'\n")
-    (path / "notes.txt").write_text("one\ntwo\nthree\n")
-    (path / ".gitignore").write_text("*.log\n")
-    git(path, "init", "-q", "-b", "main")
-    git(path, "add", "-A")
-    git(path, "commit", "-q", "-m", "start")
-    return path
+    path.mkdir(parents=True, exist_ok=True)
+    return git_project(path, {"README.md": "# toy\n", "src/app.py": "def hello():\n    return 'hello'\n",
+                              "notes.txt": "one\ntwo\nthree\n", ".gitignore": "*.log\n"})
 
 
 def state(repo: Path) -> str:
@@ -236,7 +224,7 @@ def test_a_published_port_lets_the_host_in_and_never_the_agent_out(lab: Lab):
     body = poll(lambda: _get(url + "/index.html"), timeout=20)
     assert body == "served\n"
     row = lab.status().set_index("agent").loc["web"]
-    assert f"->8000/tcp" in row["ports"] and url.rsplit(":", 1)[1] in row["ports"]
+    assert "->8000/tcp" in row["ports"] and url.rsplit(":", 1)[1] in row["ports"]
     assert lab.egress("web").ok
     gateway = lab.engine.network_gateway(network_name(lab.name))
     port = url.rsplit(":", 1)[1]
