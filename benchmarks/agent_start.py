@@ -480,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(lab)
         engine = lab.engine
         version = engine.version()
-        print(f"lab {name}, image {bench.image}, Docker {version.get('Version')} (API {version.get('ApiVersion')}), "
+        print(f"lab {name}, image {bench.image}, Docker {version.version} (API {version.api_version}), "
               f"docker-py {sys.modules['docker'].__version__}, load average {os.getloadavg()[0]:.2f}")
         t0 = time.perf_counter()
         lab.build(["agent"], progress=False)  # the once-per-Lab image check, outside the timings

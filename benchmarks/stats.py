@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         engine = lab.engine
         layout = engine.cgroup_layout()
         version = engine.version()
-        print(f"lab {lab.name}: Docker {version.get('Version')}, cgroup v{layout.version} ({layout.driver}), "
+        print(f"lab {lab.name}: Docker {version.version}, cgroup v{layout.version} ({layout.driver}), "
               f"{layout.ncpu} CPUs, load average {os.getloadavg()[0]:.2f}")
         lab.build(["agent"], progress=False)
         t0 = time.perf_counter()
