@@ -1,14 +1,17 @@
 #!/usr/bin/env python
-"""What recording costs: the recording proxy per model request, and a whole recorded run.
+"""What the model proxy and recording cost: per model request, a whole run through the proxy, a recorded run.
 
     .venv/bin/python benchmarks/recording.py                 # about two minutes
     .venv/bin/python benchmarks/recording.py --runs 5 --requests 100
 
 (a) per request: a streaming `POST /v1/messages` (a 50 kB body, as the CLI sends) read to the end,
-    straight to a ScriptedModel on loopback (the baseline) vs through a recording `ModelProxy` that
-    stores every exchange in a run store (SQLite, WAL) -- time to first byte and to the last byte,
-    and the milliseconds added (goal: at most 5; the ratio is large only because a loopback
-    ScriptedModel answers in about 2 ms, where a real model takes seconds).
+    straight to a ScriptedModel on loopback (the baseline) vs through the lab's `ModelProxy` (token
+    checked, the real key written in, every exchange stored in a run store: SQLite, WAL) -- time to
+    first byte and to the last byte, and the milliseconds added (goal: at most 5; the ratio is large
+    only because a loopback ScriptedModel answers in about 2 ms, where a real model takes seconds).
+(d) the credential boundary on a whole run: the bare CLI by `docker exec` with the key and a
+    ScriptedModel on the gateway in its environment (the direct path runs took before the proxy;
+    the baseline) vs the same CLI holding a run token, through the lab's proxy (goal: <= 1.05).
 (b) whole run: `lab.claude(..., record=False)` (the baseline) vs `lab.claude(...)` (recorded: the
     proxy, the "running" record, the cassette, the transcript and the workspace bundle), the real
     CLI in one agent against a ScriptedModel with a four-turn script.
@@ -40,11 +43,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from claude_lab import Lab, ScriptedModel  # noqa: E402
 from claude_lab.model import scripted as model_module  # noqa: E402
+from claude_lab.containers.services import WORKSPACE  # noqa: E402
+from claude_lab.model.endpoint import lab_gateway  # noqa: E402
+from claude_lab.model.gateway import lab_proxy  # noqa: E402
+from claude_lab.model.grants import HELLO_PATH, Credential  # noqa: E402
 from claude_lab.model.proxy import ModelProxy  # noqa: E402
+from claude_lab.netguard.sidecar import allow_endpoint  # noqa: E402
+from claude_lab.runs.runner import claude_argv  # noqa: E402
 from claude_lab.runs.store import RunStore  # noqa: E402
 
 GOAL_ADDED_MS = 5.0  # what the proxy may add to one request (a real model takes seconds to answer)
 GOAL_RUN = 1.15  # a recorded run vs the same run unrecorded
+GOAL_BOUNDARY = 1.05  # the CLI through the proxy with a run token vs the CLI with the key, straight to the model
 
 
 def free_port() -> int:
@@ -75,19 +85,22 @@ def bench_requests(count: int, store_dir: Path) -> None:
     model = ScriptedModel([], host="127.0.0.1").start()
     store = RunStore(store_dir / "runs.sqlite")
     store.start_run({"run_id": "bench", "lab": "bench", "agent_id": "bench", "kind": "claude", "prompt": "p"})
-    proxy = ModelProxy("127.0.0.1", upstream=model.url, secrets=["sk-bench"],
-                       on_exchange=lambda ex: store.add_exchange("bench", ex)).start()
+    proxy = ModelProxy("127.0.0.1").start()
+    grant = proxy.grant("bench", "bench", upstream=model.url, credential=Credential("sk-bench"),
+                        on_exchange=lambda ex: store.add_exchange("bench", ex))
     body = json.dumps({"model": "m", "max_tokens": 100, "stream": True, "tools": [{"name": "Bash"}],
                        "messages": [{"role": "user", "content": "x" * 50_000}]}).encode()
     session = requests.Session()
+    session.get(proxy.url + HELLO_PATH, headers={"x-api-key": grant.token}, timeout=10).raise_for_status()
     first: dict[str, list[float]] = {"direct": [], "proxy": []}
     total: dict[str, list[float]] = {"direct": [], "proxy": []}
     try:
         for i in range(count + 3):
             for side, url in (("direct", model.url), ("proxy", proxy.url)):
                 start = time.perf_counter()
+                key = grant.token if side == "proxy" else "sk-bench"
                 with session.post(url + "/v1/messages", data=body, stream=True, timeout=30,
-                                  headers={"content-type": "application/json", "x-api-key": "sk-bench"}) as resp:
+                                  headers={"content-type": "application/json", "x-api-key": key}) as resp:
                     chunks = resp.iter_content(chunk_size=None)
                     next(chunks)
                     ttfb = time.perf_counter() - start
@@ -156,6 +169,44 @@ def bench_runs(lab: Lab, runs: int) -> None:
         line("(c) replay (fresh agent, restore, run, remove) vs the recorded run", recorded, replays, None, "s")
 
 
+def bench_boundary(lab: Lab, runs: int) -> None:
+    agent = "bench-agent"
+    gateway = lab_gateway(lab.engine, lab.name)
+    proxy = lab_proxy(lab.engine, lab.name)
+    allow_endpoint(lab.engine, lab.name, agent, proxy.url)
+    argv = claude_argv("write, edit and run app.py")
+    direct: list[float] = []
+    through: list[float] = []
+    for i in range(runs + 1):
+        for side in ("direct", "proxy"):
+            model = ScriptedModel(script(), host=gateway if side == "direct" else "127.0.0.1").start()
+            grant = None
+            try:
+                lab.exec(agent, "rm -f app.py out.txt").check()
+                start = time.perf_counter()
+                if side == "direct":
+                    allow_endpoint(lab.engine, lab.name, agent, model.url)
+                    env = {"ANTHROPIC_API_KEY": "sk-bench-key", "ANTHROPIC_BASE_URL": model.url}
+                else:
+                    grant = proxy.grant(f"bench-{i}", agent, upstream=model.url, credential=Credential("sk-bench"))
+                    hello = f"import urllib.request as u; u.urlopen(u.Request('{proxy.url}{HELLO_PATH}', " \
+                            f"headers={{'x-api-key': '{grant.token}'}}), timeout=5)"
+                    lab.exec(agent, ["python3", "-c", hello]).check()  # the run's set-up step binds the token
+                    env = grant.env()
+                res = lab.exec(agent, argv, workdir=WORKSPACE, env=env, timeout=300)
+                elapsed = time.perf_counter() - start
+            finally:
+                if grant is not None:
+                    grant.revoke()
+                model.stop()
+            if res.exit_code != 0 or '"subtype":"success"' not in res.stdout.replace(" ", ""):
+                print(f"  {side} run failed (exit {res.exit_code}): {res.stderr[-300:]}")
+                continue
+            if i >= 1:
+                (direct if side == "direct" else through).append(elapsed)
+    line("(d) whole run, CLI: key+direct vs token+proxy", direct, through, GOAL_BOUNDARY, "s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="timed runs per side for (b) (default 3)")
@@ -173,6 +224,7 @@ def main() -> None:
     try:
         bench_requests(args.requests, folder)
         bench_runs(lab, args.runs)
+        bench_boundary(lab, args.runs + 2)
     except KeyboardInterrupt:
         print("interrupted; cleaning up")
     finally:

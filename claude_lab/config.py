@@ -75,6 +75,10 @@ class LabConfig:
     model_base_url: str | None = None  # any Messages-API-compatible URL; else env ANTHROPIC_BASE_URL
     api_key_file: str | None = None  # a file holding the API key; else env ANTHROPIC_API_KEY
     api_key_command: str | None = None  # a host command printing the API key (a password manager)
+    model_auth: str = "auto"  # how the model proxy writes the key upstream: "x-api-key", "bearer" (gateways), "auto"
+    # Secrets an agent's tools need (containers/agent_secrets.py): unlike the model key, these DO enter the agents'
+    # environment. NAME = {command = "gh auth token"} | {env = "VAR"} | {file = "path"}, optional agents/groups = [...]
+    secrets: dict[str, Any] = field(default_factory=dict)
     # Run store (runs/store.py): every run recorded in SQLite, its model traffic through a recording proxy.
     run_store: str = ".claude-lab/runs.sqlite"  # relative to project_dir unless absolute
     record_runs: bool = True  # lab.claude/lab.shell record by default (record=False per call)

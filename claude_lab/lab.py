@@ -8,6 +8,7 @@ a service) finds the same lab again.
 """
 from __future__ import annotations
 
+import dataclasses
 import html
 import os
 import threading
@@ -28,8 +29,8 @@ from .engine import ContainerInfo, EngineFace, connect
 from .errors import AlreadyExists, LabError, NotFound, NotRunning
 from .images import BuildOutcome, ImageBuilder, Progress, reporter
 from .lab_runs import RunsRoom
+from .lab_secrets import SecretsRoom
 from .lab_workspace import WorkspaceRoom
-from .model import endpoint as endpoints
 from .model.scripted import ScriptedModel
 from .netguard import sidecar as guard
 from .stats import StatsSampler, run_resources, snapshot
@@ -41,7 +42,7 @@ PORT_HINT = "Lab({key}=...), `{key} = ...` in claude-lab.toml, or CLAUDE_LAB_{KE
 _ENGINE_LOCK = threading.Lock()
 
 
-class Lab(RunsRoom, WorkspaceRoom):
+class Lab(RunsRoom, WorkspaceRoom, SecretsRoom):
     """A project's lab: PostgreSQL, Redis, a dev container and any number of agents.
 
     >>> lab = Lab()                      # the project in the working directory
@@ -57,6 +58,7 @@ class Lab(RunsRoom, WorkspaceRoom):
         self._engine = engine
         self._images_checked: set[str] = set()
         self.model = model  # a ScriptedModel for lab.claude runs (an object, so not a config setting)
+        self._book  # the `secrets` setting is checked now, not at the first command
 
     @property
     def engine(self) -> EngineFace:
@@ -169,7 +171,7 @@ class Lab(RunsRoom, WorkspaceRoom):
 
     def status(self) -> pd.DataFrame:
         """One row per container; an agent's netguard sidecar is folded into its row's `egress` column."""
-        return status_frame(self.engine, self.containers())
+        return status_frame(self.engine, self.containers(), self._secret_names)
 
     # -- agents --------------------------------------------------------------------------
     def create_agent(self, agent_id: str, group: str | None = None, *, memory: str | int | None = None,
@@ -203,7 +205,7 @@ class Lab(RunsRoom, WorkspaceRoom):
             seed, labels = self._seed(agent_id, source, ref, include_uncommitted, Path(folder))
             self._ensure_images(["agent", "netguard"] if image is None else ["netguard"], progress)
             try:
-                info = create_pod(engine, self.config, self.name, req, endpoints.policy_url(self.config, self.model),
+                info = create_pod(engine, self.config, self.name, req, None,  # the model: through the lab's proxy
                                   workspace_labels=labels, then=self._install(seed, agent_id) if seed else None)
             except AlreadyExists as exc:
                 raise self._exists(agent_id) from exc
@@ -216,7 +218,8 @@ class Lab(RunsRoom, WorkspaceRoom):
     def egress(self, agent_id: str) -> guard.EgressState:
         """What the agent's netguard last reported: mode, self-check, unresolved names (`.text`: one line)."""
         info = self.agent(agent_id).info
-        return guard.state_of(self.engine, info, guard.guard_of(self.engine, info))
+        state = guard.state_of(self.engine, info, guard.guard_of(self.engine, info))
+        return dataclasses.replace(state, secrets=tuple(self._secret_names(agent_id, info.labels.get(n.GROUP))))
 
     def agent(self, agent_id: str) -> Agent:
         info = self.engine.container(n.container_name(self.name, n.AGENT_ROLE, agent_id))
@@ -277,6 +280,9 @@ class Lab(RunsRoom, WorkspaceRoom):
                     timeout: float | None = None, max_output: int = DEFAULT_MAX_OUTPUT) -> ExecStream:
         """Start a command and iterate over its output as it comes; `.result` once drained."""
         name, argv = self.container_name(target), command_argv(command)
+        if len(self._book) and target not in n.SERVICE_ROLES:  # an agent's secrets, under what the caller gives
+            info = self.engine.container(name)
+            env = {**(self._secret_env(info) if info is not None else {}), **(env or {})}
         try:
             return ExecStream(self.engine, name, target, argv, user=user, workdir=workdir, env=env,
                               timeout=timeout, max_output=max_output)
@@ -329,9 +335,19 @@ class Lab(RunsRoom, WorkspaceRoom):
         guard.after_start(self.engine, info)  # (a swarm re-attaches the netguard to the new task)
 
     def enter_argv(self, target: str = "dev", shell: str = "bash", user: str | None = None) -> list[str]:
-        """The command line of an interactive shell in a container (used by `claude-lab enter`)."""
-        self._target(target)
-        return self.engine.interactive_argv(self.container_name(target), [shell], user=user)
+        """The command line of an interactive shell in a container (used by `claude-lab enter`). An agent's
+        secrets are passed by name (`-e NAME`): run it with `enter_env(target)` added to the environment."""
+        info = self._target(target)
+        argv = self.engine.interactive_argv(self.container_name(target), [shell], user=user)
+        names = list(self._secret_env(info))
+        if names:  # by name only: the values never show on a command line (ps)
+            at = argv.index("-it") + 1
+            argv[at:at] = [part for name in names for part in ("-e", name)]
+        return argv
+
+    def enter_env(self, target: str = "dev") -> dict[str, str]:
+        """The secrets an interactive shell in `target` gets (see `enter_argv`)."""
+        return self._secret_env(self._target(target))
 
     # -- resource stats (stats/ holds the readers and the sampler; these only delegate) -----
     def stats(self, interval: float = 0.2, source: str = "auto") -> pd.DataFrame:

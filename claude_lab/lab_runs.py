@@ -14,6 +14,7 @@ from .containers.execution import ExecStream, command_argv
 from .errors import LabError
 from .model import endpoint as endpoints
 from .model.scripted import ScriptedModel
+from .netguard import sidecar as guard
 from .runs import bundles
 from .runs.recorder import record_exec, recorder_for
 from .runs.replay import replay
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from .agents import Agent
     from .config import LabConfig
     from .engine.face import EngineFace
+    from .engine.types import ContainerInfo
     from .errors import NotFound, NotRunning
     from .runs.results import RunEvent, RunResult
 
@@ -48,6 +50,8 @@ class RunsRoom:
         def _not_found(self, target: str) -> "NotFound": ...
         def _not_running(self, target: str, state: str) -> "NotRunning": ...
         def _run_resources(self, container: str, started_at: "datetime") -> dict[str, Any] | None: ...
+        def _secret_env(self, info: "ContainerInfo") -> dict[str, str]: ...
+        def _redacted(self) -> list[str]: ...
 
     # -- Claude Code runs (runs/ holds the runner, the recorder and replay; these wire them) ------
     def claude(self, agent_id: str, prompt: str, max_turns: int | None = None,
@@ -76,7 +80,7 @@ class RunsRoom:
         argv = claude_argv(prompt, max_turns=max_turns, model=model_name, allowed_tools=allowed_tools,
                            permission_mode=permission_mode, resume=resume)
         target = self._run_target(agent_id)
-        endpoint = endpoints.resolve(self.engine, self.name, self.config, scripted)
+        endpoint = endpoints.resolve(self.config, scripted)
         options = {"argv": argv, "max_turns": max_turns, "model": model_name,
                    "scripted_model": endpoint.scripted is not None,
                    "allowed_tools": argv[argv.index("--allowedTools") + 1] if "--allowedTools" in argv else None,
@@ -101,7 +105,10 @@ class RunsRoom:
         info = self.agent(agent_id).info
         if not info.running:
             raise self._not_running(f"agent {agent_id}", info.state)
-        return RunTarget(self.engine, self.name, agent_id, info.name, info, self._run_resources)
+        env = self._secret_env(info)
+        return RunTarget(self.engine, self.name, agent_id, info.name, info, self._run_resources,
+                         peers=guard.pod_addresses(self.engine, info), env=env,
+                         secrets=tuple(self._redacted()))
 
     def _start_run(self, target: RunTarget, kind: str, prompt: str, argv: list[str], options: dict[str, Any],
                    timeout: float | None, on_event: "Callable[[RunEvent], None] | None",
@@ -109,14 +116,8 @@ class RunsRoom:
         recorder = None
         if self.config.record_runs if record is None else record:
             recorder = recorder_for(self.run_store, self.engine, self.name, kind, prompt, options, endpoint)
-        run = Run(target, kind, prompt, argv, timeout=timeout, on_event=on_event, endpoint=endpoint,
-                  recorder=recorder)
-        try:
-            return run.start()
-        except BaseException:
-            if recorder is not None:
-                recorder.close()
-            raise
+        return Run(target, kind, prompt, argv, timeout=timeout, on_event=on_event, endpoint=endpoint,
+                   recorder=recorder).start()
 
 
     # -- run store: every run recorded, every run replayable (runs/) ----------------------------
@@ -178,4 +179,5 @@ class RunsRoom:
         return record_exec(self.run_store, self.name, target, info, argv,
                            command if isinstance(command, str) else " ".join(argv), options,
                            lambda: self.exec_stream(target, argv, user=user, workdir=workdir, env=env,
-                                                    timeout=timeout), on_event)
+                                                    timeout=timeout), on_event,
+                           secrets=[*self._redacted(), *(env or {}).values()])

@@ -14,6 +14,7 @@ import pytest
 from claude_lab import Lab, LabError, ScriptedModel
 from claude_lab.engine import Engine
 from claude_lab.engine.swarm import SwarmEngine
+from claude_lab.model.gateway import lab_proxy
 from claude_lab.swarmsim import start_worker, stop_worker
 from conftest import TEST_PREFIX, free_port
 from support import poll, tool
@@ -118,6 +119,12 @@ def test_scripted_claude_run(backend_lab: Lab):
     assert lab.exec("c1", "cat /workspace/where.txt").stdout == "swarm-or-not\n"
     assert "where.txt" in (result.diff or "")
     assert lab.run(result.run_id).status == "success"  # recorded in the run store
+    # Through the lab's model proxy under a grant bound to the agent's address as the proxy sees it (on a
+    # swarm worker: the node's, after its gateway bridge's NAT), and revoked at the run's end.
+    grant = lab_proxy(lab.engine, lab.name).grants.of_run(result.run_id)
+    assert grant is not None and grant.peer and not grant.live and grant.requests >= 2
+    if lab.config.backend == "local":
+        assert grant.expected_peers and grant.peer in grant.expected_peers  # one of the pod's own addresses
 
 
 # -- swarm only ---------------------------------------------------------------------------------------

@@ -1,11 +1,11 @@
-"""The real Claude Code CLI in agent containers, against a local ScriptedModel on the lab network's gateway.
+"""The real Claude Code CLI in agent containers, through the lab's model proxy, against a local ScriptedModel.
 
-Nothing here talks to anything but this machine: the scripted model listens on the gateway address
-of the lab's own Docker network, and the "unreachable" endpoint is a closed port on that address.
+Nothing here talks to anything but this machine: the proxy listens on the gateway address of the
+lab's own Docker network, the scripted models on loopback (or that gateway), and the "unreachable"
+endpoint is a closed port on that address.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import signal
 import socket
@@ -17,6 +17,7 @@ import pytest
 
 from claude_lab import AuthenticationError, Lab, LabError, ModelUnreachable, RunResult, ScriptedModel
 from claude_lab.runs.events import AssistantMessage, ResultMessage, SystemMessage, ToolUseBlock
+from claude_lab.model.gateway import lab_proxy
 from claude_lab.naming import network_name
 from support import leftovers, poll, tool
 
@@ -195,39 +196,29 @@ def test_unreachable_endpoint_and_bad_key_fail_fast_and_clearly(lab: Lab, tmp_pa
     assert leftovers(lab, "agent-001") == []
 
 
-def test_api_key_reaches_only_the_cli_exec(lab: Lab, tmp_path):
-    secret = f"sk-ant-api03-claudelab-{uuid.uuid4().hex}"
-    key_file = tmp_path / "anthropic-key"
+def test_a_gateway_gets_the_key_as_a_bearer_token_and_the_cli_holds_only_a_run_token(lab: Lab, tmp_path):
+    secret = f"gw-token-{uuid.uuid4().hex}"
+    key_file = tmp_path / "gateway-token"
     key_file.write_text(secret + "\n")
-    agent = lab.create_agent("agent-001", progress=False)
-    model = ScriptedModel([tool("Bash", command="printenv ANTHROPIC_API_KEY | sha256sum"), "checked",
-                           tool("Bash", command="printenv ANTHROPIC_API_KEY"), "printed"],
-                          host=gateway(lab)).start()
+    lab.create_agent("agent-001", progress=False)
+    gateway_model = ScriptedModel([tool("Bash", command="printenv | grep ^ANTHROPIC_ | cut -d= -f1 | sort"), "ok"],
+                                  api_key=secret).start()  # checks `Authorization: Bearer <secret>` or x-api-key
     try:
-        lab.config.model_base_url = model.url  # a "real" endpoint: the configured key is used
+        lab.config.model_base_url = gateway_model.url + "/gw"
         lab.config.api_key_file = str(key_file)
-        result = lab.claude("agent-001", "check the key")
-        assert result.status == "success", result.error
-        # The key did reach the CLI's environment (its hash came back from the agent's shell)...
-        assert hashlib.sha256((secret + "\n").encode()).hexdigest() in str(result.tool_calls[0].result)
-        # ...and nothing else.
-        name = agent.name
-        assert secret not in json.dumps(lab.engine.api.inspect_container(name))
-        assert secret not in json.dumps(lab.engine.api.history(lab.config.image("agent")))
-        assert secret not in lab.logs("agent-001")
-        assert secret not in json.dumps(result.to_dict()) and secret not in repr(result)
-        assert secret not in json.dumps(result._repr_mimebundle_())
-        assert lab.exec("agent-001", "printenv ANTHROPIC_API_KEY").exit_code == 1  # not in the container's env
-        found = lab.exec("agent-001", ["grep", "-rlF", secret, "/home", "/workspace", "/tmp"])
-        assert found.exit_code == 1 and found.stdout == ""  # nothing written down anywhere
-
-        # An agent can read its own key, but what it prints is redacted from events and results.
-        leaked = lab.claude("agent-001", "print the key")
-        assert leaked.status == "success"
-        assert "<redacted>" in str(leaked.tool_calls[0].result)
-        assert secret not in json.dumps(leaked.to_dict())
+        lab.config.model_auth = "bearer"
+        result = lab.claude("agent-001", "which variables do you have?")
     finally:
-        model.stop()
+        gateway_model.stop()
+    assert result.status == "success", result.error
+    # The CLI was given ANTHROPIC_AUTH_TOKEN (a run token) and the proxy's URL; never the key.
+    assert str(result.tool_calls[0].result).split() == ["ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL"]
+    assert gateway_model.requests and all(r.key_ok for r in gateway_model.requests)
+    assert all("authorization" in r.headers and "x-api-key" not in r.headers for r in gateway_model.requests)
+    assert all(r.path.startswith("/gw/v1/") for r in gateway_model.requests)  # the gateway's prefix kept
+    with pytest.raises(LabError, match="model_auth='basic'"):
+        lab.config.model_auth = "basic"
+        lab.claude("agent-001", "hello")
 
 
 def test_resume_continues_the_session(lab: Lab):
@@ -242,7 +233,8 @@ def test_resume_continues_the_session(lab: Lab):
         model.stop()
     assert first.status == second.status == "success"
     assert (first.result, second.result) == ("first answer", "second answer")
-    assert model.host == gateway(lab)  # bound on the lab network's gateway, never 0.0.0.0
+    assert model.host == "127.0.0.1"  # only the lab's model proxy talks to it, never a container
+    assert lab_proxy(lab.engine, lab.name).host == gateway(lab)  # the proxy: on the lab network's gateway
     assert second.session_id == first.session_id
     main = [r for r in model.requests if r.kind == "main"]
     assert [r.turn for r in main] == [0, 1]
@@ -258,7 +250,8 @@ def test_group_agents_reach_the_model_on_the_lab_gateway(lab: Lab):
         result = lab.claude("grouped", "two steps", model=model, max_turns=1)
     finally:
         model.stop()
-    assert model.host == gateway(lab)  # the lab network's gateway, reached from the group network
+    # The lab's model proxy on the lab network's gateway, reached from the group network.
+    assert lab_proxy(lab.engine, lab.name).host == gateway(lab) and model.host == "127.0.0.1"
     assert model.main_turns_served >= 1
     assert result.status == "max_turns"
     assert [c.name for c in result.tool_calls][:1] == ["Bash"]

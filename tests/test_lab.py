@@ -18,7 +18,7 @@ def test_up_starts_healthy_services_reachable_from_the_host(lab: Lab):
     assert df.set_index("role").loc["postgres", "health"] == "healthy"
     assert df.set_index("role").loc["redis", "health"] == "healthy"
     assert list(df.columns) == ["name", "role", "state", "health", "image", "ports", "created", "agent", "group",
-                                "egress", "node"]
+                                "egress", "node", "secrets"]
     cfg = lab.config
     with psycopg.connect(host="127.0.0.1", port=cfg.postgres_port, user="dev", password="dev",
                          dbname="dev", connect_timeout=5) as conn:

@@ -22,6 +22,7 @@ import requests
 
 from claude_lab import Lab, LabError, ReplayDivergence, RunResult, ScriptedModel
 from claude_lab.naming import network_name
+from claude_lab.model.grants import HELLO_PATH, TOKEN_PREFIX, Credential
 from claude_lab.model.proxy import Exchange, ModelProxy
 from claude_lab.runs.cassette import Divergence
 from support import poll
@@ -138,7 +139,7 @@ def test_the_api_key_is_stored_nowhere_and_replay_needs_none(lab: Lab, tmp_path:
     key_file.write_text(secret + "\n")
     lab.create_agent("agent-001", progress=False)
     model = ScriptedModel([tool("Bash", command="printenv ANTHROPIC_API_KEY"), "printed it"],
-                          host=gateway(lab)).start()
+                          host=gateway(lab), api_key=secret).start()
     try:
         lab.config.model_base_url = model.url  # a "real" endpoint: the configured key is used
         lab.config.api_key_file = str(key_file)
@@ -146,10 +147,10 @@ def test_the_api_key_is_stored_nowhere_and_replay_needs_none(lab: Lab, tmp_path:
     finally:
         model.stop()
     assert result.status == "success", result.error
-    # The key went through the proxy untouched (header, and the tool result in the next request)...
-    assert "x-api-key" in model.requests[0].headers
-    assert secret in json.dumps(model.requests[1].body)
-    # ...and was replaced in what was stored.
+    # The proxy wrote the key into every request; the CLI held a run token, which its tool printed...
+    assert all(r.key_ok for r in model.requests)
+    assert secret not in json.dumps(model.requests[1].body) and TOKEN_PREFIX in json.dumps(model.requests[1].body)
+    # ...and both were replaced in what was stored.
     cassette = lab.run_store.exchanges(result.run_id)
     assert cassette[0].request_headers["x-api-key"] == "<redacted>"
     assert b"<redacted>" in cassette[1].request_body
@@ -263,13 +264,15 @@ def test_the_proxy_streams_chunk_by_chunk_and_strips_secrets():
     upstream = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     stored = []
-    proxy = ModelProxy("127.0.0.1", upstream=f"http://127.0.0.1:{upstream.server_address[1]}",
-                       on_exchange=stored.append, secrets=[secret]).start()
+    proxy = ModelProxy("127.0.0.1").start()
+    grant = proxy.grant("run", "agent", upstream=f"http://127.0.0.1:{upstream.server_address[1]}",
+                        credential=Credential(secret), on_exchange=stored.append, expected_peers={"127.0.0.1"})
     try:
+        assert requests.get(proxy.url + HELLO_PATH, headers={"x-api-key": grant.token}, timeout=5).ok
         body = {"model": "m", "stream": True, "tools": [{"name": "Bash"}], "messages": [
-            {"role": "user", "content": f"my key is {secret}"}]}
+            {"role": "user", "content": f"my key is {secret}, my token {grant.token}"}]}
         with requests.post(proxy.url + "/v1/messages?beta=true", json=body, stream=True, timeout=30,
-                           headers={"x-api-key": secret, "authorization": f"Bearer {secret}"}) as resp:
+                           headers={"authorization": f"Bearer {grant.token}"}) as resp:
             chunks = resp.iter_content(chunk_size=None)
             first = next(chunks)
             assert b"event: one" in first and b"event: two" not in first  # before upstream sent the second
@@ -281,12 +284,13 @@ def test_the_proxy_streams_chunk_by_chunk_and_strips_secrets():
         upstream.shutdown()
         upstream.server_close()
     assert opened == [True]  # the client's first event opened the gate, not the 20 s timeout
-    assert keys == [secret]  # passed through to upstream
+    assert keys == [secret]  # the real key, written in by the proxy in place of the token
     (exchange,) = stored
     assert (exchange.kind, exchange.status, exchange.path) == ("main", 200, "/v1/messages?beta=true")
     assert exchange.response_body == b"event: one\ndata: {}\n\nevent: two\ndata: {}\n\n"
-    assert exchange.request_headers["x-api-key"] == exchange.request_headers["authorization"] == "<redacted>"
-    assert secret.encode() not in exchange.request_body and b"my key is <redacted>" in exchange.request_body
+    assert exchange.request_headers["authorization"] == "<redacted>"  # what the CLI sent: the token
+    assert secret.encode() not in exchange.request_body and grant.token.encode() not in exchange.request_body
+    assert b"my key is <redacted>, my token <redacted>" in exchange.request_body
 
 
 def cli_request(seq: int, *, sha: str, run_id: str, day: str, session: str, tool_id: str, listing_time: str,

@@ -142,8 +142,9 @@ def enter(
     """An interactive shell in a container (docker exec -it)."""
     lab = _run(_lab)
     argv = _run(lab.enter_argv, target, shell=shell, user=user)
+    env = {**os.environ, **_run(lab.enter_env, target)}  # an agent's secrets, passed to docker by name
     try:
-        os.execvp(argv[0], argv)
+        os.execvpe(argv[0], argv, env)
     except FileNotFoundError:
         err.print("[red]error:[/] the docker command-line client is needed for `enter`; install docker.io "
                   "(or docker-ce-cli) and try again")

@@ -1,7 +1,7 @@
 """`lab.status()`: one row per container, each agent's netguard folded into its row's `egress` column."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import pandas as pd
 
@@ -13,10 +13,12 @@ if TYPE_CHECKING:
     from ..engine.face import EngineFace
 
 STATUS_COLUMNS = ["name", "role", "state", "health", "image", "ports", "created", "agent", "group", "egress",
-                  "node"]
+                  "node", "secrets"]
 
 
-def status_frame(engine: "EngineFace", containers: list[ContainerInfo]) -> pd.DataFrame:
+def status_frame(engine: "EngineFace", containers: list[ContainerInfo],
+                 secrets_of: Callable[[str | None, str | None], list[str]] | None = None) -> pd.DataFrame:
+    """`secrets_of(agent, group)` names the secrets an agent's commands get (they enter the agent)."""
     guards = {c.labels.get(n.AGENT): c for c in containers if c.labels.get(n.ROLE) == guard.NETGUARD_ROLE}
     def ports(c: ContainerInfo) -> str:
         sidecar = guards.get(c.labels.get(n.AGENT)) if c.labels.get(n.ROLE) == n.AGENT_ROLE else None
@@ -31,5 +33,7 @@ def status_frame(engine: "EngineFace", containers: list[ContainerInfo]) -> pd.Da
         "egress": guard.state_of(engine, c, guards.get(c.labels.get(n.AGENT))).text
         if c.labels.get(n.ROLE) == n.AGENT_ROLE else None,
         "node": c.labels.get(n.NODE),  # the swarm node running it (None on one engine)
+        "secrets": ", ".join(secrets_of(c.labels.get(n.AGENT), c.labels.get(n.GROUP))) or None
+        if secrets_of is not None and c.labels.get(n.ROLE) == n.AGENT_ROLE else None,
     } for c in containers if c.labels.get(n.ROLE) != guard.NETGUARD_ROLE]
     return pd.DataFrame(rows, columns=STATUS_COLUMNS)

@@ -1,26 +1,24 @@
-"""Which model endpoint a run talks to, and with which key.
+"""Which model endpoint a run's requests go to, and with which credential.
 
 In order: a `ScriptedModel` given to `lab.claude(model=...)`, one given to `Lab(model=...)`, the
 `model_base_url` setting, env `ANTHROPIC_BASE_URL`, else the Anthropic API. A scripted model gets a
-dummy key; any other endpoint needs a real one, from the `api_key_command` setting, the
-`api_key_file` setting, or env `ANTHROPIC_API_KEY` (first found wins).
+dummy key (or its own `api_key`); any other endpoint needs a real one, from the `api_key_command`
+setting, the `api_key_file` setting, env `ANTHROPIC_API_KEY` or env `ANTHROPIC_AUTH_TOKEN` (first
+found wins), read on this machine.
 
-The key travels only in the environment of the one `docker exec` that runs the CLI: never in an
-image, a container's config, a log, an event or a result (the runner also redacts it from
-everything the CLI prints, since the agent's own tools can read their environment).
+The credential never leaves this process: the lab's model proxy (`gateway`, `proxy`) writes it into
+the requests it forwards, as `x-api-key` (Anthropic API keys) or `Authorization: Bearer` (setting
+`model_auth = "bearer"` for gateways; "auto", the default, picks bearer for OAuth-style `sk-ant-oat`
+tokens and for ANTHROPIC_AUTH_TOKEN). The CLI in the agent holds a per-run token instead (`grants`).
 
-A `ScriptedModel` that is not serving yet is started by the lab on the lab network's gateway:
-the host's own address on that bridge, which every container of the lab reaches, group networks
-included (traffic to a host address goes through the host's INPUT path, not the bridge-to-bridge
-forwarding that isolates groups). It keeps serving (a daemon thread) until `model.stop()`; if the
-lab network is re-created on another subnet, the next run moves the model to the new gateway.
+A `ScriptedModel` that is not serving yet is started by the lab on this machine's loopback: only the
+lab's model proxy talks to it, never a container.
 """
 from __future__ import annotations
 
 import os
 import subprocess
 import threading
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +26,7 @@ from urllib.parse import urlsplit
 
 from .. import naming as n
 from ..errors import AuthenticationError, ConfigError, LabError
+from .grants import BEARER, X_API_KEY, Credential
 from .scripted import ScriptedModel
 
 if TYPE_CHECKING:
@@ -36,22 +35,21 @@ if TYPE_CHECKING:
 
 ANTHROPIC_API = "https://api.anthropic.com"
 DUMMY_KEY = "sk-ant-claude-lab-scripted-model-no-key"
+AUTH_SCHEMES = ("auto", X_API_KEY, BEARER)
 KEY_HINT = ("set ANTHROPIC_API_KEY in the environment, or `api_key_file` / `api_key_command` in "
             "claude-lab.toml (or Lab(api_key_file=...)); or run against a local ScriptedModel with "
             "Lab(model=ScriptedModel([...]))")
 
 _lock = threading.Lock()
-_bound: "weakref.WeakKeyDictionary[ScriptedModel, str]" = weakref.WeakKeyDictionary()  # models we started -> host
 
 
 @dataclass
 class Endpoint:
-    """Where the CLI sends its requests; `key` never shows in repr."""
+    """Where the proxy sends a run's requests, and the credential it writes into them (never in repr)."""
 
-    base_url: str | None  # None: the CLI's default, the Anthropic API
-    key: str = field(repr=False)
-    source: str  # "scripted model" | "model_base_url" | "ANTHROPIC_BASE_URL" | "Anthropic API"
-    key_source: str  # "dummy" | "api_key_command" | "api_key_file" | "ANTHROPIC_API_KEY"
+    base_url: str | None  # None: the Anthropic API
+    credential: Credential | None = field(repr=False)  # None: nothing to write (a replay answers from its cassette)
+    source: str  # "scripted model" | "model_base_url" | "ANTHROPIC_BASE_URL" | "Anthropic API" | "replay"
     scripted: ScriptedModel | None = field(default=None, repr=False)
 
     @property
@@ -59,17 +57,18 @@ class Endpoint:
         return self.base_url or ANTHROPIC_API
 
     @property
+    def key(self) -> str | None:
+        return self.credential.value if self.credential is not None else None
+
+    @property
+    def key_source(self) -> str:
+        return self.credential.source if self.credential is not None else "none"
+
+    @property
     def check_hint(self) -> str:
         """What to check when this endpoint cannot be reached (a configured one: its setting)."""
         setting = "ANTHROPIC_BASE_URL" if self.source == "ANTHROPIC_BASE_URL" else "model_base_url"
         return f"Check that it is running and the URL is right ({setting})"
-
-    def env(self) -> dict[str, str]:
-        """The variables for the CLI's exec (and only that exec)."""
-        out = {"ANTHROPIC_API_KEY": self.key}
-        if self.base_url:
-            out["ANTHROPIC_BASE_URL"] = self.base_url
-        return out
 
 
 def lab_gateway(engine: "EngineFace", lab: str) -> str:
@@ -83,22 +82,12 @@ def lab_gateway(engine: "EngineFace", lab: str) -> str:
     return gateway
 
 
-def ensure_serving(engine: "EngineFace", lab: str, model: ScriptedModel) -> str:
-    """Start a scripted model on the lab network's gateway unless it serves already; returns its URL."""
+def ensure_serving(model: ScriptedModel) -> str:
+    """Start a scripted model on this machine's loopback unless it serves already; returns its URL."""
     with _lock:
-        if model.serving:
-            bound = _bound.get(model)
-            if bound is None:
-                return model.url  # started by the caller, on an address of their choosing
-            gateway = lab_gateway(engine, lab)
-            if bound == gateway:
-                return model.url
-            model.stop()  # the lab network was re-created on another subnet: follow it
-        else:
-            gateway = lab_gateway(engine, lab)
-        model.host = gateway
-        model.start()
-        _bound[model] = gateway
+        if not model.serving:
+            model.host = "127.0.0.1"
+            model.start()
         return model.url
 
 
@@ -123,8 +112,22 @@ def resolve_key(cfg: "LabConfig") -> tuple[str, str] | None:
         except OSError as exc:
             raise ConfigError(f"api_key_file {str(path)!r} cannot be read: {exc.strerror or exc}") from None
         return _checked(text, f"api_key_file {str(path)!r}"), "api_key_file"
-    key = os.environ.get("ANTHROPIC_API_KEY", "").strip()
-    return (key, "ANTHROPIC_API_KEY") if key else None
+    for var in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"):
+        key = os.environ.get(var, "").strip()
+        if key:
+            return key, var
+    return None
+
+
+def credential(cfg: "LabConfig", key: str, source: str) -> Credential:
+    """The key as the upstream takes it: `model_auth` ("auto": bearer for OAuth-style tokens and ANTHROPIC_AUTH_TOKEN)."""
+    scheme = cfg.model_auth or "auto"
+    if scheme not in AUTH_SCHEMES:
+        raise ConfigError(f"model_auth={scheme!r}: use one of {', '.join(AUTH_SCHEMES)} (\"bearer\" sends "
+                          f"Authorization: Bearer, as gateways and OAuth tokens want)")
+    if scheme == "auto":
+        scheme = BEARER if source == "ANTHROPIC_AUTH_TOKEN" or key.startswith("sk-ant-oat") else X_API_KEY
+    return Credential(key, scheme, source)
 
 
 def _checked(text: str, where: str) -> str:
@@ -149,20 +152,15 @@ def base_url(cfg: "LabConfig") -> tuple[str | None, str]:
     return url.rstrip("/"), source
 
 
-def resolve(engine: "EngineFace", lab: str, cfg: "LabConfig", scripted: ScriptedModel | None = None) -> Endpoint:
-    """Pick the endpoint and key for a run (starting a scripted model if needed)."""
+def resolve(cfg: "LabConfig", scripted: ScriptedModel | None = None) -> Endpoint:
+    """Pick the endpoint and credential for a run (starting a scripted model if needed)."""
     if scripted is not None:
         if not isinstance(scripted, ScriptedModel):
             raise ConfigError(f"model={scripted!r}: give a ScriptedModel, or a model name string to lab.claude")
-        return Endpoint(ensure_serving(engine, lab, scripted), DUMMY_KEY, "scripted model", "dummy", scripted)
+        key = scripted.api_key or DUMMY_KEY
+        return Endpoint(ensure_serving(scripted), Credential(key, X_API_KEY, "dummy"), "scripted model", scripted)
     url, source = base_url(cfg)
     found = resolve_key(cfg)
     if found is None:
         raise AuthenticationError(f"no API key for the model endpoint {url or ANTHROPIC_API}: {KEY_HINT}")
-    return Endpoint(url, found[0], source, found[1])
-
-
-def policy_url(cfg: "LabConfig", scripted: ScriptedModel | None) -> str | None:
-    """The endpoint an agent's egress policy lets through in every mode: the configured one (or the API);
-    None for a scripted model, which the lab serves on its gateway and allows per run."""
-    return None if scripted is not None else (base_url(cfg)[0] or ANTHROPIC_API)
+    return Endpoint(url, credential(cfg, *found), source)

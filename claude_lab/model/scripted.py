@@ -19,6 +19,7 @@ Wire format, as the real API sends it::
 """
 from __future__ import annotations
 
+import hmac
 import json
 import secrets
 import string
@@ -29,6 +30,7 @@ from urllib.parse import urlsplit
 
 from ..errors import LabError
 from ..util.redaction import REDACTED, SECRET_HEADERS
+from .grants import token_of
 from .serving import BackgroundServer, StreamingHandler
 from .wire import ERROR_TYPES, error_json, request_kind
 
@@ -135,6 +137,7 @@ class ModelRequest:
     body: Any
     kind: str
     turn: int | None = None
+    key_ok: bool | None = None  # with `api_key=`: whether the request carried that key (else None)
 
 
 @dataclass
@@ -247,6 +250,10 @@ class ScriptedModel(BackgroundServer):
     `error=(status, body)` or `fail_with(status, body)` makes every request fail with that HTTP
     status and the API's error JSON -- e.g. `(401, "invalid x-api-key")` to test a bad key.
 
+    `api_key="sk-..."` makes it check credentials as the real API does: a request without that key
+    (in `x-api-key`, or `Authorization: Bearer`) gets a 401 `authentication_error`; each
+    `ModelRequest.key_ok` says whether it had it.
+
     `host` is the address to bind; containers need an address they can reach (such as the
     Docker bridge gateway), loopback only serves this machine.  `model_name=None` echoes the
     model each request asked for, as the real API does.
@@ -265,6 +272,7 @@ class ScriptedModel(BackgroundServer):
         model_name: str | None = "claude-scripted",
         error: tuple[int, Mapping[str, Any] | str | None] | None = None,
         side_reply: str = SIDE_TEXT,
+        api_key: str | None = None,
     ):
         if isinstance(turns, (str, Mapping)):
             raise ScriptError("turns is a list of turns; wrap a single turn in a list")
@@ -272,6 +280,7 @@ class ScriptedModel(BackgroundServer):
         self._init_server(host, port)
         self.model_name = model_name
         self.side_reply = side_reply
+        self.api_key = api_key
         self._lock = threading.Lock()
         self._requests: list[ModelRequest] = []
         self._served = 0
@@ -319,12 +328,19 @@ class ScriptedModel(BackgroundServer):
 
     # -- serving -----------------------------------------------------------------------------
 
-    def _record(self, handler: _Handler, method: str, body: Any, kind: str, turn: int | None = None) -> None:
+    def _key_ok(self, handler: _Handler) -> bool | None:
+        if self.api_key is None:
+            return None
+        given = token_of(dict(handler.headers.items())) or ""
+        return hmac.compare_digest(given.encode(), self.api_key.encode())
+
+    def _record(self, handler: _Handler, method: str, body: Any, kind: str, turn: int | None = None,
+                key_ok: bool | None = None) -> None:
         headers = {
             k.lower(): (REDACTED if k.lower() in SECRET_HEADERS else v) for k, v in handler.headers.items()
         }
         parts = urlsplit(handler.path)
-        self._requests.append(ModelRequest(method, parts.path, parts.query, headers, body, kind, turn))
+        self._requests.append(ModelRequest(method, parts.path, parts.query, headers, body, kind, turn, key_ok))
 
     def _handle(self, handler: _Handler, method: str) -> None:
         request_id = _random_id("req_")
@@ -336,9 +352,12 @@ class ScriptedModel(BackgroundServer):
             body = raw.decode("utf-8", "replace")
 
         kind = request_kind(method, path, body)
+        key_ok = self._key_ok(handler)
 
         with self._lock:
             error = self._error
+            if key_ok is False:
+                error = (401, _error_body(401, "invalid x-api-key"))
             turn: int | None = None
             content: list[Block] | None = None
             if error is None and kind == "main" and isinstance(body, dict):
@@ -347,7 +366,7 @@ class ScriptedModel(BackgroundServer):
                     self._served += 1
                 else:
                     content = [{"type": "text", "text": DONE_TEXT}]
-            self._record(handler, method, body, kind, turn)
+            self._record(handler, method, body, kind, turn, key_ok)
 
         if error is not None:
             handler.send_json(error[0], dict(error[1], request_id=request_id), request_id)

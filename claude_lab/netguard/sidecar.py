@@ -105,6 +105,7 @@ class EgressState:
     state: str  # the sidecar's container state, or "missing"
     result: dict[str, Any] = field(default_factory=dict)  # the last JSON line ({} before the first)
     stale: bool = False  # the sidecar restarted after the agent: the agent sits in a dead namespace
+    secrets: tuple[str, ...] = ()  # names of the lab's secrets this agent's commands get (they enter it)
 
     @property
     def ok(self) -> bool:
@@ -203,6 +204,19 @@ def guard_of(engine: EngineFace, agent: ContainerInfo) -> ContainerInfo | None:
                                                         or agent.labels.get(NETGUARD_LABEL)):
         return None
     return engine.container(sidecar_name(agent.labels[n.LAB], agent.labels[n.AGENT]))
+
+
+def pod_addresses(engine: EngineFace, agent: ContainerInfo) -> frozenset[str] | None:
+    """The addresses an agent's traffic to this host comes from: its pod's own (the sidecar owns the namespace)
+    on one engine. None on a swarm, where it leaves its node through the node's gateway bridge (NAT): the
+    model proxy then binds the run's token to the address the run's set-up step called from."""
+    if engine.backend != "local":
+        return None
+    found = set(agent.ip_addresses.values())
+    sidecar = guard_of(engine, agent)
+    if sidecar is not None:
+        found |= set(sidecar.ip_addresses.values())
+    return frozenset(found) or None
 
 
 def before_start(engine: EngineFace, agent: ContainerInfo) -> str | None:

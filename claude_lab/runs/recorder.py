@@ -1,7 +1,8 @@
-"""Recording a run in the store: its record at the start, its model exchanges as they happen (through a
-recording `ModelProxy`), everything it ended with at the end; and `record_exec` for any container."""
+"""Recording a run in the store: its record at the start, its model exchanges as they happen (the lab's model
+proxy hands them over), everything it ended with at the end; and `record_exec` for any container."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -13,9 +14,9 @@ from urllib.parse import urlsplit
 from .. import naming as n
 from ..containers.execution import ExecStream, drain
 from ..containers.services import WORKSPACE
-from ..errors import LabError, ModelUnreachable
-from ..model.endpoint import lab_gateway
-from ..model.proxy import Exchange, ModelProxy, probe_upstream
+from ..errors import LabError
+from ..model.exchange import Exchange
+from ..util.redaction import redact_text
 from .heartbeat import HEARTBEAT
 from .ids import new_run_id
 from .results import RunEvent, RunResult, event_dict
@@ -74,24 +75,17 @@ class RunRecorder:
     before the command starts, and `finish` at the very end; `judge` (replays) may set fields of the result first."""
 
     def __init__(self, store: RunStore, lab_name: str, engine: "EngineFace", kind: str, prompt: str,
-                 options: dict[str, Any], *, endpoint: "Endpoint | None" = None, proxy: ModelProxy | None = None,
+                 options: dict[str, Any], *, endpoint: "Endpoint | None" = None,
                  replay_of: str | None = None, judge: Callable[[RunResult], None] | None = None):
         self.store, self.lab_name, self.engine, self.kind, self.prompt = store, lab_name, engine, kind, prompt
         self.options = options
-        self.endpoint, self.proxy = endpoint, proxy
+        self.endpoint = endpoint
         self.replay_of, self.judge = replay_of, judge
         self.run_id: str | None = None
         self.info: "ContainerInfo | None" = None
         self._lock = threading.Lock()
         self._pending: list[Exchange] = []
         self._finished = False
-        if proxy is not None:
-            proxy.on_exchange = self.exchange
-
-    @property
-    def url(self) -> str | None:
-        """Where the CLI is to send its model requests (the proxy), when recording them."""
-        return self.proxy.url if self.proxy is not None else None
 
     def begin(self, run: RecordedRun, info: "ContainerInfo") -> None:
         endpoint = self.endpoint
@@ -147,11 +141,6 @@ class RunRecorder:
                 self.store.complete_run(self.run_id, {"status": "error", "error": error})
             finally:
                 HEARTBEAT.remove(self.store, self.run_id)
-        self.close()
-
-    def close(self) -> None:
-        if self.proxy is not None:
-            self.proxy.stop()
 
     def finish(self, run: RecordedRun) -> None:
         """Store the run's result, transcript and workspace snapshot; never raises (warns instead)."""
@@ -160,7 +149,6 @@ class RunRecorder:
         self._finished = True
         res = run.result
         try:
-            self.close()
             if res is not None and self.judge is not None:
                 self.judge(res)
             if self.run_id is None or res is None:
@@ -189,23 +177,13 @@ class RunRecorder:
 
 def recorder_for(store: RunStore, engine: "EngineFace", lab_name: str, kind: str, prompt: str,
                  options: dict[str, Any], endpoint: "Endpoint | None") -> RunRecorder:
-    """The recorder of a new run. A Claude run's model traffic then goes through a recording proxy on the lab
-    network's gateway, forwarding to the endpoint; the endpoint is probed from this machine first, so a dead
-    one still fails in seconds rather than in the CLI's retry loop."""
-    proxy = None
-    if endpoint is not None:
-        problem = probe_upstream(endpoint.url)
-        if problem:
-            hint = "" if endpoint.scripted is not None else f". {endpoint.check_hint}"
-            raise ModelUnreachable(f"the model endpoint {endpoint.url} ({endpoint.source}) cannot be reached from "
-                                   f"this machine, where claude-lab's recording proxy runs: {problem}{hint}")
-        proxy = ModelProxy(lab_gateway(engine, lab_name), upstream=endpoint.url, secrets=[endpoint.key]).start()
-    return RunRecorder(store, lab_name, engine, kind, prompt, options, endpoint=endpoint, proxy=proxy)
+    """The recorder of a new run (its model exchanges come from the lab's proxy, see `Run.start`)."""
+    return RunRecorder(store, lab_name, engine, kind, prompt, options, endpoint=endpoint)
 
 
 def record_exec(store: RunStore, lab_name: str, target: str, info: "ContainerInfo", argv: list[str], shown: str,
                 options: dict[str, Any], start: Callable[[], ExecStream],
-                on_event: Callable[[RunEvent], None] | None = None) -> RunResult:
+                on_event: Callable[[RunEvent], None] | None = None, secrets: list[str] | None = None) -> RunResult:
     """Run a command (`start()` starts its stream) in any container as a recorded run of kind "exec".
 
     No workspace commits are made (the dev container's folder is your project): the record holds the
@@ -223,7 +201,7 @@ def record_exec(store: RunStore, lab_name: str, target: str, info: "ContainerInf
         stream = start()
 
         def keep(chunk: Any) -> None:
-            events.append(chunk)
+            events.append(dataclasses.replace(chunk, text=redact_text(chunk.text, secrets)) if secrets else chunk)
             if on_event is not None:
                 on_event(chunk)
 
@@ -233,7 +211,7 @@ def record_exec(store: RunStore, lab_name: str, target: str, info: "ContainerInf
         res = RunResult(run_id=run_id, agent_id=target, kind="exec", status=status, prompt=shown,
                         result="".join(c.text for c in events), events=list(events),
                         duration_s=time.monotonic() - started, exit_code=exit_code,
-                        stderr=result.stderr if result else "", started_at=started_at,
+                        stderr=redact_text(result.stderr, secrets or []) if result else "", started_at=started_at,
                         error={"timeout": f"did not finish within {timeout}s; stopped inside the container",
                                "cancelled": "cancelled; stopped inside the container",
                                "error": f"exited {exit_code}"}.get(status))

@@ -70,8 +70,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from ..containers.services import WORKSPACE
 from ..errors import LabError, NotFound, ReplayDivergence
-from ..model.endpoint import Endpoint, lab_gateway
-from ..model.proxy import ModelProxy
+from ..model.endpoint import Endpoint
 from .cassette import STOPPED_STATUSES, Cassette, Divergence
 from .recorder import RunRecorder
 from .results import RunEvent, RunResult
@@ -81,9 +80,6 @@ from .store import RunStore
 
 if TYPE_CHECKING:
     from ..engine.face import EngineFace
-
-REPLAY_KEY = "sk-ant-claude-lab-replay-no-key"  # what the CLI is given: the cassette needs no key
-
 
 def _argv_with_prompt(argv: list[str], prompt: str) -> list[str]:
     if "--" not in argv:
@@ -144,7 +140,6 @@ def replay(store: RunStore, run_id: str, *, engine: "EngineFace", lab_name: str,
 
     agent_id = f"replay-{uuid.uuid4().hex[:10]}"
     target = make_agent(agent_id, rec["limits"] or {}, image_id)
-    proxy: ModelProxy | None = None
     try:
         restore_workspace(engine, target.container, WORKSPACE, bundles, branch)
         if setup is not None:
@@ -153,8 +148,7 @@ def replay(store: RunStore, run_id: str, *, engine: "EngineFace", lab_name: str,
         endpoint: Endpoint | None = None
         if rec["kind"] == "claude":
             cassette = Cassette(exchanges, rec["status"], ignore)
-            proxy = ModelProxy(lab_gateway(engine, lab_name), respond=cassette.respond, secrets=[REPLAY_KEY]).start()
-            endpoint = Endpoint(None, REPLAY_KEY, "replay", "none")
+            endpoint = Endpoint(None, None, "replay")  # no upstream, no key: the cassette answers
 
         def diverged(res: RunResult) -> Divergence | None:
             if cassette is None:
@@ -168,17 +162,14 @@ def replay(store: RunStore, run_id: str, *, engine: "EngineFace", lab_name: str,
             res.reproduced = diverged(res) is None and res.diff == original_diff
 
         recorder = RunRecorder(store, lab_name, engine, rec["kind"], shown_prompt, dict(options, argv=argv),
-                               endpoint=endpoint, proxy=proxy, replay_of=run_id, judge=judge)
+                               endpoint=endpoint, replay_of=run_id, judge=judge)
         run = Run(target, rec["kind"], shown_prompt, argv,
                   timeout=timeout if timeout is not None else options.get("timeout"),
-                  on_event=on_event, endpoint=endpoint, recorder=recorder)
+                  on_event=on_event, endpoint=endpoint, recorder=recorder,
+                  respond=cassette.respond if cassette is not None else None)
         if cassette is not None:  # stop the run on the first divergence: nothing after it can match
             cassette.on_divergence = lambda _: threading.Thread(target=run.cancel, daemon=True).start()
-        try:
-            run.start()
-        except BaseException:
-            recorder.close()
-            raise
+        run.start()
         result = run.wait()
         divergence = diverged(result)
         if divergence is not None:
@@ -186,8 +177,6 @@ def replay(store: RunStore, run_id: str, *, engine: "EngineFace", lab_name: str,
                                    run_id=run_id, divergence=divergence, result=result)
         return result
     finally:
-        if proxy is not None:
-            proxy.stop()
         if not keep:
             try:
                 remove_agent(agent_id)

@@ -5,8 +5,9 @@ A Claude run is::
     claude -p --output-format stream-json --verbose --permission-mode bypassPermissions \
            [--allowedTools A,B] [--max-turns N] [--model M] [--resume SESSION] -- PROMPT
 
-executed with `docker exec` as the agent's own (non-root) user in /workspace, with the model
-endpoint and key in that exec's environment only. Why these flags:
+executed with `docker exec` as the agent's own (non-root) user in /workspace. The CLI talks to the
+lab's model proxy on the host (`model.gateway`), with a per-run token in place of the API key:
+the key never enters the container. Why these flags:
 
 - `-p` (print mode) runs one prompt non-interactively and skips the workspace trust dialog;
   `--output-format stream-json` prints one JSON event per line as things happen, and print mode
@@ -21,26 +22,27 @@ Stopping: the exec carries a marker in its environment that every child inherits
 Bash tool's shells, what they start); timeout, `cancel()` and Ctrl-C signal every process in the
 container that carries it (`ExecStream.cancel`), so nothing keeps running after a run ends.
 
-Before the CLI starts, one small script inside the container checks that the model endpoint
-answers on TCP (so an unreachable endpoint fails in seconds instead of in the CLI's retry loop)
-and records the workspace's start commit (see `workspace`). A 401 from the model stops the run
-at the CLI's first retry and raises `AuthenticationError`.
+Before the CLI starts, one small script inside the container calls the proxy with the run's token
+(binding the token to the agent's address; an unreachable proxy fails in seconds instead of in the
+CLI's retry loop) and records the workspace's start commit (see `workspace`). A 401 from the model
+stops the run at the CLI's first retry and raises `AuthenticationError`. The run's end revokes the token.
 
 Recording (the default; `record=False` or the `record_runs` setting turn it off): a `RunRecorder`
 (see `recorder`) writes the run's record once the start commit is known and completes it at the end of
-`_finalize`; a Claude run's CLI talks to a recording `ModelProxy` (see `model.proxy`) in front of the
-endpoint, so every model exchange lands in the run's cassette for `lab.replay` (see `replay`).
+`_finalize`; the proxy hands it every model exchange, which lands in the run's cassette for
+`lab.replay` (see `replay`). Unrecorded runs go through the same proxy; nothing is stored.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from ..containers.execution import Bounded, ExecStream, OutputChunk
 from ..containers.services import WORKSPACE
 from ..errors import AuthenticationError, LabError, LabTimeout, ModelUnreachable
+from ..model.gateway import open_grant
 from ..netguard.sidecar import allow_endpoint
 from ..util.redaction import redact_text
 from . import workspace
@@ -52,6 +54,8 @@ if TYPE_CHECKING:
     from ..engine.face import EngineFace
     from ..engine.types import ContainerInfo
     from ..model.endpoint import Endpoint
+    from ..model.exchange import Responder
+    from ..model.grants import Grant
     from .recorder import RunRecorder
 
 MAX_PROMPT_BYTES = 100_000  # one argv string may hold at most 128 KiB on Linux
@@ -68,7 +72,9 @@ def _no_resources(container: str, since: datetime) -> "dict[str, Any] | None":
 @dataclass(frozen=True)
 class RunTarget:
     """Where a run happens, as the facade found it: the agent's running container on the lab's engine.
-    `resources(container, since)` gives the run's resource summary when a stats sampler runs."""
+    `resources(container, since)` gives the run's resource summary when a stats sampler runs; `peers` are
+    the agent's addresses when the engine knows them (the model proxy accepts the run's token only from
+    there); `env` the lab's secrets for this agent (they enter it), `secrets` every value never to store."""
 
     engine: "EngineFace"
     lab: str
@@ -76,6 +82,9 @@ class RunTarget:
     container: str
     info: "ContainerInfo"
     resources: Callable[[str, datetime], "dict[str, Any] | None"] = _no_resources
+    peers: frozenset[str] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    secrets: tuple[str, ...] = ()
 
 
 def claude_argv(prompt: str, *, max_turns: int | None = None, model: str | None = None,
@@ -128,7 +137,8 @@ class Run:
 
     def __init__(self, target: RunTarget, kind: str, prompt: str, argv: list[str], *,
                  timeout: float | None = None, on_event: EventCallback | None = None,
-                 endpoint: "Endpoint | None" = None, recorder: "RunRecorder | None" = None):
+                 endpoint: "Endpoint | None" = None, recorder: "RunRecorder | None" = None,
+                 respond: "Responder | None" = None):
         self.target = target
         self.agent_id, self.kind, self.prompt, self.argv = target.agent_id, kind, prompt, argv
         self.container = target.container
@@ -139,7 +149,10 @@ class Run:
         self.result: RunResult | None = None
         self.events: list[RunEvent] = []
         self._on_event = on_event
-        self._secret = endpoint.key if endpoint else None
+        self._secrets: list[str] = [s for s in (endpoint.key if endpoint else None, *target.secrets,
+                                                *target.env.values()) if s]
+        self._respond = respond  # replay: the cassette answers the model's requests
+        self.grant: "Grant | None" = None
         self._started = time.monotonic()
         self._started_at = datetime.now(timezone.utc)
         self._cancel_requested = False
@@ -152,51 +165,53 @@ class Run:
         self._recorder = recorder  # run store: the record, and the proxy the CLI's model traffic goes through
 
     def start(self) -> "Run":
-        """Start the run in the container: open the firewall to its model endpoint, probe it, commit the
-        workspace's start state, record the run's start, then start the command. Returns the run."""
+        """Start the run in the container: a grant on the lab's model proxy (a Claude run), the firewall opened
+        to the proxy, the token bound from inside the agent, the workspace's start state committed, the run's
+        start recorded; then the command. Returns the run."""
         t, endpoint, recorder = self.target, self.endpoint, self._recorder
-        proxy_url = recorder.url if recorder is not None else None
-        model_url = proxy_url or (endpoint.url if endpoint else None)
-        # The agent's netguard lets it reach the one endpoint of this run when that is an address on the
-        # host (the lab's model server or recording proxy); the rest of the host stays out of reach.
-        allow_endpoint(t.engine, t.lab, t.agent_id, model_url)
-        prepared = workspace.prepare(t.engine, t.container, WORKSPACE, self.run_id, probe=model_url)
-        if prepared.unreachable:
-            raise self._unreachable(prepared.unreachable, proxy_url)
-        self.start_commit = prepared.start_commit
-        env = endpoint.env() if endpoint else None
-        if env is not None and proxy_url:
-            env["ANTHROPIC_BASE_URL"] = proxy_url
-        if recorder is not None:
-            recorder.begin(self, t.info)  # the "running" record, before anything can happen
+        if self.kind == "claude" and endpoint is not None:
+            self.grant = open_grant(t.engine, t.lab, self.run_id, t.agent_id, endpoint, expected_peers=t.peers,
+                                    secrets=self._secrets, respond=self._respond,
+                                    on_exchange=recorder.exchange if recorder is not None else None)
+            self._secrets.append(self.grant.token)
         try:
-            self._stream = ExecStream(t.engine, t.container, t.agent_id, self.argv, workdir=WORKSPACE, env=env,
-                                      timeout=self.timeout, max_output=64 * 1024)
-        except BaseException as exc:
+            url = self.grant.url if self.grant else None
+            # The agent's netguard lets it reach the proxy (an address on the host); the rest of the host stays out.
+            allow_endpoint(t.engine, t.lab, t.agent_id, url)
+            prepared = workspace.prepare(t.engine, t.container, WORKSPACE, self.run_id, probe=url,
+                                         token=self.grant.token if self.grant else None)
+            if prepared.unreachable:
+                raise self._unreachable(prepared.unreachable, url or "")
+            if prepared.refused:
+                raise LabError(f"claude-lab's model proxy {url} refused run {self.run_id}'s token from "
+                               f"{t.agent_id}: {prepared.refused}")
+            self.start_commit = prepared.start_commit
+            env = {**t.env, **(self.grant.env() if self.grant else {})} or None
             if recorder is not None:
-                recorder.fail(str(exc) or type(exc).__name__)
+                recorder.begin(self, t.info)  # the "running" record, before anything can happen
+            try:
+                self._stream = ExecStream(t.engine, t.container, t.agent_id, self.argv, workdir=WORKSPACE, env=env,
+                                          timeout=self.timeout, max_output=64 * 1024)
+            except BaseException as exc:
+                if recorder is not None:
+                    recorder.fail(str(exc) or type(exc).__name__)
+                raise
+        except BaseException:
+            if self.grant is not None:
+                self.grant.revoke()
             raise
         if self._cancel_requested:
             self._stream.cancel()
         return self
 
-    def _unreachable(self, why: str, proxy_url: str | None) -> ModelUnreachable:
+    def _unreachable(self, why: str, proxy_url: str) -> ModelUnreachable:
         endpoint = self.endpoint
-        assert endpoint is not None
-        if proxy_url:
-            behind = "replaying a recording" if endpoint.source == "replay" else f"in front of {endpoint.url}"
-            return ModelUnreachable(
-                f"claude-lab's recording proxy {proxy_url} ({behind}) cannot be reached from {self.agent_id}: "
-                f"{why}. A firewall on this machine may block the lab network; record=False runs without the proxy")
-        hint = ""
-        host = endpoint.url.split("//", 1)[-1].split("/", 1)[0]
-        if host.startswith(("127.", "localhost", "[::1]")):
-            hint = (" -- inside a container that address is the container itself; serve the model on the "
-                    "lab network's gateway (an unstarted ScriptedModel is started there by the lab)")
-        if not hint and endpoint.scripted is None:
-            hint = f". {endpoint.check_hint}"
-        return ModelUnreachable(f"the model endpoint {endpoint.url} ({endpoint.source}) cannot be reached from "
-                                f"{self.agent_id}: {why}{hint}")
+        behind = "replaying a recording" if endpoint is None or endpoint.source == "replay" else \
+            f"in front of {endpoint.url}"
+        return ModelUnreachable(
+            f"claude-lab's model proxy {proxy_url} ({behind}) cannot be reached from {self.agent_id}: {why}. "
+            f"A firewall on this machine may block the lab network (the agent reaches this host on the lab "
+            f"network's gateway); `claude-lab doctor` checks it")
 
     # -- control ----------------------------------------------------------------------------
     def cancel(self) -> None:
@@ -246,7 +261,7 @@ class Run:
 
     # -- the stream --------------------------------------------------------------------------
     def _redact(self, text: str) -> str:
-        return redact_text(text, [self._secret])
+        return redact_text(text, self._secrets)
 
     def _emit(self, event: RunEvent) -> None:
         self.events.append(event)
@@ -271,7 +286,7 @@ class Run:
         pending = ""
         for chunk in self._stream:
             if self.kind == "shell":
-                yield chunk
+                yield replace(chunk, text=self._redact(chunk.text)) if self._secrets else chunk
                 continue
             if chunk.stream == "stderr":
                 self._stderr = (self._stderr + self._redact(chunk.text))[-_STDERR_KEEP:]
@@ -324,6 +339,8 @@ class Run:
     def _finalize(self, override: str | None) -> None:
         if self.result is not None:
             return
+        if self.grant is not None:
+            self.grant.revoke()  # the run is over: its token is refused from now on
         stream = self._stream
         exec_result = stream.result if stream else None
         exit_code = exec_result.exit_code if exec_result else None

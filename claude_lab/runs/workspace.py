@@ -8,7 +8,8 @@ diff against the start commit is what the run changed; it is committed as "claud
 
 Both steps run as one small Python script inside the container (python3 is in the images), as the
 agent's user, under a lock so two runs in one workspace do not trip over git's index lock. The
-"before" script can first check that the model endpoint answers on TCP from inside the container,
+"before" script first calls the lab's model proxy from inside the container with the run's token
+(which binds the token to this container's address, and tells an unreachable proxy in seconds),
 which saves a round trip.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import LabError
+from ..model.grants import HELLO_PATH
 
 if TYPE_CHECKING:
     from ..engine.face import EngineFace
@@ -64,25 +66,27 @@ lock = open("/tmp/.claude-lab-git.lock", "a")
 _BEFORE = _COMMON + r'''
 url = a.get("probe")
 if url:
+    import http.client
     u = urlsplit(url)
-    https = u.scheme == "https"
-    host, port = u.hostname, u.port or (443 if https else 80)
-    via = ""
-    proxy = (os.environ.get("https_proxy") or os.environ.get("HTTPS_PROXY")) if https else \
-            (os.environ.get("http_proxy") or os.environ.get("HTTP_PROXY"))
-    no_proxy = [d.strip().lstrip(".") for d in (os.environ.get("no_proxy") or os.environ.get("NO_PROXY") or "").split(",") if d.strip()]
-    if proxy and not any(d == "*" or host == d or host.endswith("." + d) for d in no_proxy):
-        p = urlsplit(proxy if "://" in proxy else "http://" + proxy)
-        via = f" via proxy {p.hostname}:{p.port or 80}"
-        host, port = p.hostname, p.port or 80
     t = a.get("probe_timeout", 3)
+    where = f"{u.hostname}:{u.port or 80}"
     try:
-        socket.create_connection((host, port), timeout=t).close()
+        c = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=t)
+        c.request("GET", a["hello"], headers={"x-api-key": os.environ.get("CLAUDE_LAB_RUN_TOKEN", "")})
+        r = c.getresponse()
+        body = r.read().decode("utf-8", "replace")
+        c.close()
     except socket.timeout:
-        out["unreachable"] = f"{host}:{port}{via}: no answer within {t}s"
+        out["unreachable"] = f"{where}: no answer within {t}s"
         done()
     except OSError as e:
-        out["unreachable"] = f"{host}:{port}{via}: {e.strerror or e}"
+        out["unreachable"] = f"{where}: {e.strerror or e}"
+        done()
+    if r.status != 200:
+        try:
+            out["refused"] = json.loads(body)["error"]["message"]
+        except Exception:
+            out["refused"] = f"HTTP {r.status}: {body[:300]}"
         done()
 fcntl.flock(lock, fcntl.LOCK_EX)
 if not is_repo():
@@ -126,6 +130,7 @@ done()
 class Prepared:
     start_commit: str | None = None
     unreachable: str | None = None  # "host:port: Connection refused" when the probe failed
+    refused: str | None = None  # the model proxy refused the run's token (its message)
     baseline: bool = False
 
 
@@ -137,9 +142,10 @@ class Finished:
     error: str | None = None
 
 
-def _run(engine: "EngineFace", container: str, script: str, args: dict, user: str | None) -> dict:
+def _run(engine: "EngineFace", container: str, script: str, args: dict, user: str | None,
+         env: dict[str, str] | None = None) -> dict:
     exec_id, out, err = engine.exec_output(container, ["python3", "-c", script, json.dumps(args)], user=user,
-                                           env=AUTHOR)
+                                           env={**AUTHOR, **(env or {})})
     try:
         return json.loads(out.decode("utf-8", "replace").strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -149,12 +155,14 @@ def _run(engine: "EngineFace", container: str, script: str, args: dict, user: st
 
 
 def prepare(engine: "EngineFace", container: str, workspace: str, run_id: str, probe: str | None = None,
-            user: str | None = None, probe_timeout: float = 3.0) -> Prepared:
-    """Probe the model endpoint (when given), then commit the workspace's state as the run's start."""
+            token: str | None = None, user: str | None = None, probe_timeout: float = 3.0) -> Prepared:
+    """Call the lab's model proxy at `probe` with the run's token (binding it to this container's address),
+    then commit the workspace's state as the run's start."""
     res = _run(engine, container, _BEFORE, {"workspace": workspace, "run_id": run_id, "probe": probe,
-                                            "probe_timeout": probe_timeout}, user)
-    if res.get("unreachable"):
-        return Prepared(unreachable=res["unreachable"])
+                                            "hello": HELLO_PATH, "probe_timeout": probe_timeout}, user,
+               {"CLAUDE_LAB_RUN_TOKEN": token} if token else None)
+    if res.get("unreachable") or res.get("refused"):
+        return Prepared(unreachable=res.get("unreachable"), refused=res.get("refused"))
     if res.get("git_error"):
         raise LabError(f"could not record the workspace's state before run {run_id} in {container}: "
                        f"{res['git_error']}")
