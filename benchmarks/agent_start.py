@@ -28,7 +28,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -41,6 +40,8 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common import free_port  # noqa: E402
+
 from claude_lab import naming as n  # noqa: E402
 from claude_lab.containers.services import service_env  # noqa: E402
 from claude_lab.lab import Lab  # noqa: E402
@@ -48,12 +49,6 @@ from claude_lab.lab import Lab  # noqa: E402
 GOAL_START = 1.3
 GOAL_EXEC = 1.15
 BENCH_LABEL = "claude-lab-bench"  # on the raw baseline containers, to find them again on cleanup
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ms(seconds: float) -> float:

@@ -39,7 +39,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -55,6 +54,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common import free_port  # noqa: E402
+
 from claude_lab import naming as n  # noqa: E402
 from claude_lab.runs import runner as claude_runner  # noqa: E402
 from claude_lab.runs import workspace  # noqa: E402
@@ -68,12 +69,6 @@ GOAL = 2.5
 RUN_TIMEOUT = 300  # seconds; a run that hangs (say, a model it cannot reach) is stopped and reported
 RAW_DIR = "/tmp/raw-cli"  # the raw side's working folder, away from the git-tracked /workspace
 DAEMONS = ("dockerd", "containerd")  # containerd-shim* included
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def positive(value: str) -> int:
@@ -362,7 +357,7 @@ def report(bench: Bench, sides: dict[str, list[Sample]], agents: int, rounds: in
 
     print()
     keys = ("lab-1", "lab-N", "raw-1", "raw-N")
-    print(f"CPU seconds per run (median)          " + "".join(f"{k:>8}" for k in keys))
+    print("CPU seconds per run (median)          " + "".join(f"{k:>8}" for k in keys))
     for label, attr in (("inside the agent's container", "container_cpu"),
                         ("Docker daemons (dockerd, containerd)", "daemon_cpu"),
                         ("this process (service, models)", "self_cpu")):

@@ -28,8 +28,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -40,6 +38,8 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common import free_port, stop_on_sigterm  # noqa: E402
 
 from claude_lab import Lab, ScriptedModel  # noqa: E402
 from claude_lab.model import scripted as model_module  # noqa: E402
@@ -55,12 +55,6 @@ from claude_lab.runs.store import RunStore  # noqa: E402
 GOAL_ADDED_MS = 5.0  # what the proxy may add to one request (a real model takes seconds to answer)
 GOAL_RUN = 1.15  # a recorded run vs the same run unrecorded
 GOAL_BOUNDARY = 1.05  # the CLI through the proxy with a run token vs the CLI with the key, straight to the model
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def med(values: list[float]) -> float:
@@ -183,16 +177,16 @@ def bench_boundary(lab: Lab, runs: int) -> None:
             grant = None
             try:
                 lab.exec(agent, "rm -f app.py out.txt").check()
-                start = time.perf_counter()
                 if side == "direct":
                     allow_endpoint(lab.engine, lab.name, agent, model.url)
                     env = {"ANTHROPIC_API_KEY": "sk-bench-key", "ANTHROPIC_BASE_URL": model.url}
-                else:
+                else:  # the run's set-up step binds the token (in lab.claude: within the exec that probed before)
                     grant = proxy.grant(f"bench-{i}", agent, upstream=model.url, credential=Credential("sk-bench"))
                     hello = f"import urllib.request as u; u.urlopen(u.Request('{proxy.url}{HELLO_PATH}', " \
                             f"headers={{'x-api-key': '{grant.token}'}}), timeout=5)"
-                    lab.exec(agent, ["python3", "-c", hello]).check()  # the run's set-up step binds the token
+                    lab.exec(agent, ["python3", "-c", hello]).check()
                     env = grant.env()
+                start = time.perf_counter()
                 res = lab.exec(agent, argv, workdir=WORKSPACE, env=env, timeout=300)
                 elapsed = time.perf_counter() - start
             finally:
@@ -211,20 +205,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="timed runs per side for (b) (default 3)")
     parser.add_argument("--requests", type=int, default=60, help="timed requests per side for (a) (default 60)")
+    parser.add_argument("--parts", default="abcd", help="which parts to run (default abcd)")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="claude-lab-bench-"))
     lab = Lab(folder, name=f"bench-{uuid.uuid4().hex[:8]}", postgres_port=free_port(), redis_port=free_port())
 
-    def stop(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
+    stop_on_sigterm()
     print(f"claude-lab recording benchmark; load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} CPUs")
     try:
-        bench_requests(args.requests, folder)
-        bench_runs(lab, args.runs)
-        bench_boundary(lab, args.runs + 2)
+        if "a" in args.parts:
+            bench_requests(args.requests, folder)
+        if "b" in args.parts or "c" in args.parts:
+            bench_runs(lab, args.runs)
+        if "d" in args.parts:
+            if "b" not in args.parts and "c" not in args.parts:
+                lab.create_agent("bench-agent", progress=False)
+            bench_boundary(lab, args.runs + 4)
     except KeyboardInterrupt:
         print("interrupted; cleaning up")
     finally:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,17 +37,13 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common import free_port  # noqa: E402
+
 from claude_lab.lab import Lab  # noqa: E402
 from claude_lab.stats import Collector  # noqa: E402
 
 GOAL_RATIO = 0.15
 GOAL_COST = 2.0  # % of one core
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def timed(fn: Callable[[], object]) -> float:

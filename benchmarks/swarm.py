@@ -20,7 +20,6 @@ or look at the second number. Always exits 0: a measurement, not a test.
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import sys
 import tempfile
@@ -31,14 +30,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common import free_port  # noqa: E402
+
 from claude_lab import Lab  # noqa: E402
 from claude_lab.swarmsim import sim_down, sim_status, sim_up  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_lab(root: Path, tag: str, **settings) -> Lab:

@@ -38,6 +38,7 @@ _EXPORTS: dict[str, str] = {
     "ExecResult": "containers.execution",
     "ExecStream": "containers.execution",
     "ExecutionResult": "service",
+    "Experiment": "experiments.runner",
     "InvalidName": "errors",
     "Lab": "lab",
     "LabConfig": "config",
@@ -57,6 +58,7 @@ _EXPORTS: dict[str, str] = {
     "RunStore": "runs.store",
     "ScriptedModel": "model.scripted",
     "StatsSampler": "stats.sampler",
+    "Task": "experiments.tasks",
     "ToolCall": "runs.results",
     "plot_stats": "stats.plotting",
 }
@@ -72,6 +74,8 @@ if typing.TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ 
     from .errors import (AlreadyExists, AuthenticationError, BuildError, ConfigError, EngineUnavailable, ExecError,
                          InvalidName, LabError, LabTimeout, MergeConflict, ModelError, ModelUnreachable, NotFound,
                          NotRunning, PortInUse, ReplayDivergence)
+    from .experiments.runner import Experiment
+    from .experiments.tasks import Task
     from .images import BuildEvent, BuildOutcome
     from .lab import Lab
     from .model.scripted import ScriptedModel
@@ -115,7 +119,15 @@ def _build_progress() -> typing.Any:
     return TqdmProgress()
 
 
+def _experiment_view(exp: typing.Any) -> typing.Any:
+    """`exp.view()`: the notebook front's live experiment table, imported only when one is made."""
+    from .widgets import ExperimentView
+
+    return ExperimentView(exp)
+
+
 _views.provide("panel", _panel)
+_views.provide("experiment", _experiment_view)
 _views.provide("build_progress", _build_progress)
 
 

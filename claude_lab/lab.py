@@ -28,6 +28,7 @@ from .containers.services import SERVICE_IMAGES, check_ports, published_ports, s
 from .engine import ContainerInfo, EngineFace, connect
 from .errors import AlreadyExists, LabError, NotFound, NotRunning
 from .images import BuildOutcome, ImageBuilder, Progress, reporter
+from .lab_experiments import ExperimentsRoom
 from .lab_runs import RunsRoom
 from .lab_secrets import SecretsRoom
 from .lab_workspace import WorkspaceRoom
@@ -42,7 +43,7 @@ PORT_HINT = "Lab({key}=...), `{key} = ...` in claude-lab.toml, or CLAUDE_LAB_{KE
 _ENGINE_LOCK = threading.Lock()
 
 
-class Lab(RunsRoom, WorkspaceRoom, SecretsRoom):
+class Lab(RunsRoom, WorkspaceRoom, SecretsRoom, ExperimentsRoom):
     """A project's lab: PostgreSQL, Redis, a dev container and any number of agents.
 
     >>> lab = Lab()                      # the project in the working directory

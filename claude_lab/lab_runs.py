@@ -57,28 +57,31 @@ class RunsRoom:
     def claude(self, agent_id: str, prompt: str, max_turns: int | None = None,
                model: "str | ScriptedModel | None" = None, allowed_tools: str | Iterable[str] | None = None,
                permission_mode: str | None = None, timeout: float | None = None, resume: str | None = None,
-               on_event: "Callable[[RunEvent], None] | None" = None, record: bool | None = None) -> "RunResult":
+               on_event: "Callable[[RunEvent], None] | None" = None, record: bool | None = None,
+               max_budget_usd: float | None = None) -> "RunResult":
         """Run Claude Code on `prompt` in the agent's workspace; events go to `on_event` as they come.
 
         `model` is a model name ("sonnet", "claude-...") or a ScriptedModel to talk to. Ctrl-C or
         `timeout` stop the CLI inside the container and return a "cancelled"/"timeout" result.
         The run is recorded in the run store (`record=False`, or `record_runs = false`, does not).
+        `max_budget_usd` is the CLI's own spending limit for the run (`--max-budget-usd`).
         """
         return self.claude_stream(agent_id, prompt, max_turns=max_turns, model=model, allowed_tools=allowed_tools,
                                   permission_mode=permission_mode, timeout=timeout, resume=resume,
-                                  on_event=on_event, record=record).wait()
+                                  on_event=on_event, record=record, max_budget_usd=max_budget_usd).wait()
 
     def claude_stream(self, agent_id: str, prompt: str, max_turns: int | None = None,
                       model: "str | ScriptedModel | None" = None, allowed_tools: str | Iterable[str] | None = None,
                       permission_mode: str | None = None, timeout: float | None = None, resume: str | None = None,
-                      on_event: "Callable[[RunEvent], None] | None" = None, record: bool | None = None) -> Run:
+                      on_event: "Callable[[RunEvent], None] | None" = None, record: bool | None = None,
+                      max_budget_usd: float | None = None) -> Run:
         """Start a Claude Code run; iterate it for typed events, `.result` at the end, `.cancel()` to stop."""
         if model is not None and not isinstance(model, (str, ScriptedModel)):
             raise LabError(f"model={model!r}: give a model name ('sonnet', 'claude-...') or a ScriptedModel")
         model_name = model if isinstance(model, str) else None
         scripted = model if isinstance(model, ScriptedModel) else self.model
         argv = claude_argv(prompt, max_turns=max_turns, model=model_name, allowed_tools=allowed_tools,
-                           permission_mode=permission_mode, resume=resume)
+                           permission_mode=permission_mode, resume=resume, max_budget_usd=max_budget_usd)
         target = self._run_target(agent_id)
         endpoint = endpoints.resolve(self.config, scripted)
         options = {"argv": argv, "max_turns": max_turns, "model": model_name,

@@ -116,7 +116,8 @@ class WorkspaceRoom:
     def _project_repo(self) -> ProjectRepo:
         return ProjectRepo.at(self.config.project_dir)
 
-    def _fetch(self, agent_id: str) -> tuple[ProjectRepo, ContainerInfo, str]:
+    def _outgoing(self, agent_id: str) -> tuple[ProjectRepo, ContainerInfo, bytes]:
+        """The agent's work as a git bundle for the project (what it left uncommitted committed first)."""
         info = self._seeded(agent_id)
         if info.labels.get(n.SOURCE) != "project":
             raise LabError(f"agent {agent_id} was seeded from {info.labels.get(n.SOURCE)}, not from the project, so "
@@ -126,6 +127,10 @@ class WorkspaceRoom:
         known = repo.run("cat-file", "-e", f"{ref_commit}^{{commit}}").returncode == 0
         bundle = agent_git.outgoing_bundle(self.engine, info.name, WORKSPACE, ref_commit if known else None,
                                            f"claude-lab: uncommitted work of agent {agent_id}")
+        return repo, info, bundle
+
+    def _fetch(self, agent_id: str) -> tuple[ProjectRepo, ContainerInfo, str]:
+        repo, info, bundle = self._outgoing(agent_id)
         return repo, info, roundtrip.receive(repo, bundle, agent_id)
 
     def fetch(self, agent_id: str) -> str:

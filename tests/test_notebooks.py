@@ -74,7 +74,7 @@ def code_cells(path: Path) -> list:
 
 def test_the_notebooks_are_there_and_follow_the_rules():
     assert NAMES == ["01_environment_setup", "02_agents_from_notebooks", "03_resource_stats",
-                     "04_reproducible_runs", "05_agents_on_your_project"]
+                     "04_reproducible_runs", "05_agents_on_your_project", "06_experiments"]
     for path in NOTEBOOKS:
         cells = code_cells(path)
         number = path.name[:2]

@@ -89,7 +89,7 @@ class RunTarget:
 
 def claude_argv(prompt: str, *, max_turns: int | None = None, model: str | None = None,
                 allowed_tools: str | Iterable[str] | None = None, permission_mode: str | None = None,
-                resume: str | None = None) -> list[str]:
+                resume: str | None = None, max_budget_usd: float | None = None) -> list[str]:
     if not isinstance(prompt, str) or not prompt.strip():
         raise LabError("empty prompt: tell the agent what to do, for example 'add a /health endpoint'")
     if len(prompt.encode("utf-8")) > MAX_PROMPT_BYTES:
@@ -110,6 +110,10 @@ def claude_argv(prompt: str, *, max_turns: int | None = None, model: str | None 
         argv += ["--model", model]
     if resume:
         argv += ["--resume", resume]
+    if max_budget_usd is not None:
+        if not isinstance(max_budget_usd, (int, float)) or not max_budget_usd > 0:
+            raise LabError(f"max_budget_usd={max_budget_usd!r}: give a positive amount in dollars")
+        argv += ["--max-budget-usd", f"{max_budget_usd:g}"]
     return argv + ["--", prompt]
 
 

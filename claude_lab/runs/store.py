@@ -44,6 +44,7 @@ from ..containers.execution import OutputChunk
 from ..errors import AlreadyExists, LabError, NotFound
 from ..model.proxy import Exchange
 from .events import parse_message
+from .experiment_store import EXPERIMENT_SCHEMA, ExperimentTables
 from ..util.folders import ensure_folder
 from .heartbeat import owner, owner_alive
 from .results import RunEvent, RunResult, tool_calls_from
@@ -51,7 +52,7 @@ from .results import RunEvent, RunResult, tool_calls_from
 __all__ = ["DEFAULT_PATH", "RUN_COLUMNS", "RunStore"]
 
 DEFAULT_PATH = ".claude-lab/runs.sqlite"
-SCHEMA_VERSION = 2  # 2: the seeds table
+SCHEMA_VERSION = 3  # 2: the seeds table; 3: experiments and trials (experiment_store.py)
 BUSY_TIMEOUT_S = 30.0
 
 RUN_COLUMNS = ["run_id", "lab", "agent", "kind", "status", "started_at", "ended_at", "duration_s", "prompt",
@@ -83,7 +84,7 @@ CREATE TABLE IF NOT EXISTS artifacts (
     run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
     name TEXT NOT NULL, data BLOB, PRIMARY KEY (run_id, name)
 );
-"""
+""" + EXPERIMENT_SCHEMA
 JSON_COLUMNS = ("options", "limits", "changed_files", "resources")
 RUN_FIELDS = ("run_id", "lab", "agent_id", "kind", "status", "prompt", "options", "model", "endpoint_kind",
                "endpoint", "image", "image_id", "limits", "start_commit", "end_commit", "diff", "changed_files",
@@ -109,7 +110,7 @@ _stores: dict[str, "RunStore"] = {}
 _stores_lock = threading.Lock()
 
 
-class RunStore:
+class RunStore(ExperimentTables):
     """The SQLite run store at `path`; `RunStore.at(path)` shares one instance per file in a process."""
 
     def __init__(self, path: str | os.PathLike):

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "ContainersPanel": "containers",
+    "ExperimentView": "experiment",
     "LabPanel": "panel",
     "Refresher": "refresher",
     "RunnerPanel": "runner",
@@ -25,6 +26,7 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from .containers import ContainersPanel
+    from .experiment import ExperimentView
     from .panel import LabPanel
     from .refresher import Refresher, stop_all
     from .runner import RunnerPanel
