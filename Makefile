@@ -20,4 +20,4 @@ test: setup
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 bench: setup
-	for b in agent_start parallel_agents stats recording workspace experiment swarm; do $(VENV)/bin/python benchmarks/$$b.py || exit 1; done
+	for b in agent_start cli parallel_agents stats recording workspace experiment swarm; do $(VENV)/bin/python benchmarks/$$b.py || exit 1; done

@@ -68,7 +68,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             local = make_lab(Path(tmp), "local")
-            swarm = make_lab(Path(tmp), "swarm", backend="swarm", registry=sim.registry, model_host=sim.model_host)
+            swarm = make_lab(Path(tmp), "swarm", backend="swarm", registry=sim.registry, model_host=sim.model_host,
+                             swarm_constraints=sim.constraints)
             labs += [local, swarm]
             local.build(progress=False)
             swarm.build(progress=False)  # pushes to the sim's registry (a no-op push once it has them)

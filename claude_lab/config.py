@@ -29,7 +29,7 @@ class LabConfig:
     project_dir: Path = field(default_factory=Path.cwd)
     name: str | None = None
     # Dev services, published on the host (bind_address only: loopback by default).
-    postgres_port: int = 5433
+    postgres_port: int = 5433  # 0: a free port (the one the lab's running service publishes, else a new one)
     redis_port: int = 6380
     bind_address: str = "127.0.0.1"
     postgres_user: str = "dev"
@@ -69,6 +69,7 @@ class LabConfig:
     registry: str | None = None  # host:port the nodes pull the lab's images from (lab.build() pushes there)
     model_host: str | None = None  # an address of this machine that containers on every node reach
     node_engines: dict[str, str] = field(default_factory=dict)  # node hostname or id -> engine URL
+    swarm_constraints: list[str] = field(default_factory=list)  # placement of every service, e.g. node.labels.pool==agents
     # Waiting.
     health_timeout: float = 120.0
     # Model endpoint for `lab.claude` (a ScriptedModel is a `Lab(model=...)` keyword, not a setting).
@@ -90,8 +91,9 @@ class LabConfig:
         validate_label(self.name, "lab name")
         for port_key in ("postgres_port", "redis_port"):
             port = getattr(self, port_key)
-            if not isinstance(port, int) or not 1 <= port <= 65535:
-                raise ConfigError(f"{port_key}={port!r} is not a TCP port; use a number from 1 to 65535")
+            if not isinstance(port, int) or not 0 <= port <= 65535:
+                raise ConfigError(f"{port_key}={port!r} is not a TCP port; use a number from 1 to 65535, or 0 for "
+                                  f"a free one")
         if self.images_dir is not None:
             self.images_dir = Path(self.images_dir).expanduser().resolve()
         if isinstance(self.ca_certs, (str, Path)):

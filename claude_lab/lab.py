@@ -16,15 +16,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-import pandas as pd
 
+from .util.lazy import lazy
 from . import naming as n
 from .agents import Agent
 from .config import LabConfig
 from .containers.pods import AgentRequest, create_pod
 from .containers.status import status_frame
 from .containers.execution import DEFAULT_MAX_OUTPUT, ExecResult, ExecStream, command_argv
-from .containers.services import SERVICE_IMAGES, check_ports, published_ports, start_services, wait_healthy
+from .containers.services import (SERVICE_IMAGES, check_ports, published_ports, settle_ports, start_services,
+                                  wait_healthy)
 from .engine import ContainerInfo, EngineFace, connect
 from .errors import AlreadyExists, LabError, NotFound, NotRunning
 from .images import BuildOutcome, ImageBuilder, Progress, reporter
@@ -38,6 +39,8 @@ from .stats import StatsSampler, run_resources, snapshot
 from .util import views
 from .util.undo import Undo
 from .workspace import seed as seeding
+
+pd = lazy("pandas")  # loaded when a DataFrame is made (the CLI starts without it)
 
 PORT_HINT = "Lab({key}=...), `{key} = ...` in claude-lab.toml, or CLAUDE_LAB_{KEY}"
 _ENGINE_LOCK = threading.Lock()
@@ -60,6 +63,12 @@ class Lab(RunsRoom, WorkspaceRoom, SecretsRoom, ExperimentsRoom):
         self._images_checked: set[str] = set()
         self.model = model  # a ScriptedModel for lab.claude runs (an object, so not a config setting)
         self._book  # the `secrets` setting is checked now, not at the first command
+        if 0 in (self.config.postgres_port, self.config.redis_port):
+            try:
+                engine: EngineFace | None = self.engine
+            except LabError:  # no engine yet: free ports now; `up` says what is wrong with the engine
+                engine = None
+            settle_ports(engine, self.config, self.name)  # 0: the running lab's ports, else free ones
 
     @property
     def engine(self) -> EngineFace:
@@ -68,7 +77,8 @@ class Lab(RunsRoom, WorkspaceRoom, SecretsRoom, ExperimentsRoom):
                 if self._engine is None:
                     c = self.config
                     self._engine = connect(c.backend, manager_url=c.swarm_manager, registry=c.registry,
-                                           model_host=c.model_host, node_engines=c.node_engines)
+                                           model_host=c.model_host, node_engines=c.node_engines,
+                                           constraints=c.swarm_constraints)
         return self._engine
 
     def __repr__(self) -> str:

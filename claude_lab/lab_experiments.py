@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-import pandas as pd
 
+from .util.lazy import lazy
 from . import naming as n
 from .containers.services import WORKSPACE
 from .errors import ConfigError, LabError, NotFound
@@ -15,6 +15,8 @@ from .experiments.tasks import fingerprint, normalize_tasks, normalize_variants,
 from .runs.store import now_iso
 from .workspace import roundtrip
 from .workspace.hostgit import ProjectRepo
+
+pd = lazy("pandas")  # loaded when a DataFrame is made (the CLI starts without it)
 
 if TYPE_CHECKING:
     from .agents import Agent

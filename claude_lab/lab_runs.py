@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-import pandas as pd
 
+from .util.lazy import lazy
 from . import naming as n
 from .containers.execution import ExecStream, command_argv
 from .errors import LabError
@@ -20,6 +20,8 @@ from .runs.recorder import record_exec, recorder_for
 from .runs.replay import replay
 from .runs.runner import Run, RunTarget, claude_argv
 from .runs.store import RunStore
+
+pd = lazy("pandas")  # loaded when a DataFrame is made (the CLI starts without it)
 
 if TYPE_CHECKING:
     from datetime import datetime

@@ -7,10 +7,12 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Iterable
 
-import pandas as pd
 
+from .util.lazy import lazy
 from . import naming as n
 from .containers.agent_secrets import SecretBook, make_secret
+
+pd = lazy("pandas")  # loaded when a DataFrame is made (the CLI starts without it)
 
 if TYPE_CHECKING:
     from .config import LabConfig

@@ -8,8 +8,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-import pandas as pd
 
+from .util.lazy import lazy
 from . import naming as n
 from .containers.services import WORKSPACE
 from .engine.types import ContainerInfo
@@ -20,6 +20,8 @@ from .workspace import agent_git, files, roundtrip
 from .workspace import seed as seeding
 from .workspace.hostgit import ProjectRepo
 from .workspace.roundtrip import MergeResult, agent_branch
+
+pd = lazy("pandas")  # loaded when a DataFrame is made (the CLI starts without it)
 
 if TYPE_CHECKING:
     from .agents import Agent

@@ -25,6 +25,7 @@ from .containers.execution import OutputChunk, drain
 from .errors import ExecError, InvalidName, LabError, ModelError, NotFound, NotRunning
 from .lab import Lab
 from .runs.results import RunResult
+from .util.hints import in_idiom
 from .widgets.transcript import event_lines, summary_line
 
 __all__ = ["LabMagics", "ContainerCellError", "load_ipython_extension", "unload_ipython_extension",
@@ -152,7 +153,7 @@ class LabMagics(Magics):
         except NotFound:
             raise UsageError(f"no agent {args.agent!r} in lab {lab.name!r}. {_known_agents(lab)}") from None
         except LabError as exc:  # not running, no engine, no API key, model unreachable, a bad option
-            raise UsageError(str(exc)) from exc
+            raise UsageError(in_idiom(str(exc), "magic")) from exc
         say = (lambda text: None) if args.quiet else _printer(sys.stdout)
         interrupted = False
         with run:
@@ -166,7 +167,7 @@ class LabMagics(Magics):
             except ModelError as exc:  # e.g. the endpoint refused the key half-way
                 if run.result is not None:
                     say(summary_line(run.result))
-                raise UsageError(str(exc)) from exc
+                raise UsageError(in_idiom(str(exc), "magic")) from exc
         result = run.result
         assert result is not None
         if interrupted:
@@ -220,9 +221,9 @@ class LabMagics(Magics):
             status, exit_code = _run_cell(lab, args.target, command, user=args.user, workdir=args.workdir,
                                           env=env or None, timeout=args.timeout, on_chunk=show)
         except (NotFound, InvalidName) as exc:  # an unknown target: the message lists what exists
-            raise UsageError(str(exc)) from exc
+            raise UsageError(in_idiom(str(exc), "magic")) from exc
         except NotRunning as exc:  # says how to start it
-            raise UsageError(str(exc)) from exc
+            raise UsageError(in_idiom(str(exc), "magic")) from exc
         stdout, stderr = "".join(seen["stdout"]), "".join(seen["stderr"])
         if args.out:
             self.shell.user_ns[args.out] = stdout
@@ -294,7 +295,7 @@ class LabMagics(Magics):
         except UsageError:
             raise
         except LabError as exc:
-            raise UsageError(str(exc)) from exc
+            raise UsageError(in_idiom(str(exc), "magic")) from exc
 
     def _agent_command(self, command: str, agent: str) -> Any:
         lab = self.current_lab
@@ -308,7 +309,7 @@ class LabMagics(Magics):
         except NotFound:
             raise UsageError(f"no agent {agent!r} in lab {lab.name!r}. {_known_agents(lab)}") from None
         except LabError as exc:  # a merge conflict says which files and how to merge by hand
-            raise UsageError(str(exc)) from exc
+            raise UsageError(in_idiom(str(exc), "magic")) from exc
 
     def _use(self, name: str | None) -> Lab:
         if not name:
@@ -325,7 +326,7 @@ class LabMagics(Magics):
         try:
             self.current_lab = Lab(name=name)
         except LabError as exc:
-            raise UsageError(str(exc)) from exc
+            raise UsageError(in_idiom(str(exc), "magic")) from exc
         return self._lab  # type: ignore[return-value]
 
 

@@ -42,6 +42,17 @@ SIM = f"{PREFIX}.sim"  # on every container, volume, network and node of a sim
 SIM_INIT = f"{PREFIX}.sim-init"  # manager node label: the sim that ran `docker swarm init`
 SIM_GWBRIDGE = f"{PREFIX}.sim-gwbridge"  # manager node label: "created" when that init made docker_gwbridge
 WORKER_INDEX = f"{PREFIX}.sim-worker"  # a sim worker's number
+SIM_CONSTRAINT_LABEL = f"{PREFIX}.sim-constraint"  # manager node label: the placement of the last sim brought up
+
+
+def sim_member_label(sim: str) -> str:
+    """The node label every node of sim `sim` carries (the manager too: it serves every sim on this machine)."""
+    return f"{PREFIX}.sim.{sim}"
+
+
+def sim_constraint(sim: str) -> str:
+    """The placement constraint that keeps a lab's services on sim `sim`'s nodes."""
+    return f"node.labels.{sim_member_label(sim)}==member"
 
 # Roles of a lab's containers.
 DEV, POSTGRES, REDIS, AGENT_ROLE = "dev", "postgres", "redis", "agent"

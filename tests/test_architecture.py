@@ -139,6 +139,14 @@ def test_import_claude_lab_is_light():
     assert not {"docker", "pandas", "IPython", "ipywidgets", "tqdm", "rich"} & loaded
 
 
+def test_the_cli_starts_without_pandas_or_the_engine_client():
+    """`claude-lab --help` draws help with typer and rich alone; pandas loads to build a table, docker to talk."""
+    loaded = _fresh_modules("import claude_lab.cli")
+    assert not {"pandas", "docker", "requests", "IPython", "ipywidgets"} & loaded
+    loaded = _fresh_modules("import claude_lab.lab")  # what `claude-lab exec` needs: the engine, not pandas
+    assert "pandas" not in loaded and "docker" in loaded
+
+
 @pytest.mark.parametrize("module", ["claude_lab.magics", "claude_lab.widgets.transcript"])
 def test_notebook_text_fronts_do_not_import_ipywidgets(module):
     assert "ipywidgets" not in _fresh_modules(f"import {module}")

@@ -5,6 +5,7 @@ single engine has no notion of: placement on several nodes, pinning, and a node 
 """
 from __future__ import annotations
 
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,7 +26,8 @@ PROBE = ("python3 -c \"import socket,sys; socket.create_connection((sys.argv[1],
 
 @pytest.fixture(scope="session")
 def swarm_engine(swarm_sim) -> SwarmEngine:
-    engine = SwarmEngine(registry=swarm_sim.registry, model_host=swarm_sim.model_host)
+    engine = SwarmEngine(registry=swarm_sim.registry, model_host=swarm_sim.model_host,
+                         constraints=swarm_sim.constraints)  # this sim's nodes only, whatever other sims run
     yield engine
     left = [c.name for c in engine.containers({"claude-lab.lab": None}) if c.labels["claude-lab.lab"].startswith(
         TEST_PREFIX)]
@@ -128,6 +130,25 @@ def test_scripted_claude_run(backend_lab: Lab):
 
 
 # -- swarm only ---------------------------------------------------------------------------------------
+def test_an_agent_no_node_can_take_fails_fast_and_says_why(tmp_path: Path, images: None, swarm_sim,
+                                                           swarm_engine: SwarmEngine):
+    nowhere = SwarmEngine(registry=swarm_sim.registry, model_host=swarm_sim.model_host,
+                          constraints=[*swarm_sim.constraints, "node.labels.claude-lab.pool==gpu"])
+    lab = _swarm_lab(tmp_path, nowhere, swarm_sim)
+    try:
+        started = time.monotonic()
+        with pytest.raises(LabError) as err:
+            lab.create_agent("nowhere", progress=False)
+        assert time.monotonic() - started < 60  # not the 300 s task timeout
+        text = str(err.value)
+        assert "cannot be placed" in text and "node.labels.claude-lab.pool==gpu" in text
+        assert all(w.hostname in text for w in swarm_sim.workers)  # the nodes that were considered
+        assert lab.containers() == [] and not [s for s in nowhere.api.services() if lab.name in s["Spec"]["Name"]]
+    finally:
+        lab.destroy(volumes=True)
+
+
+
 def test_six_agents_land_on_several_nodes_and_stay_pinned(swarm_lab: Lab, swarm_engine: SwarmEngine):
     lab = swarm_lab
     with ThreadPoolExecutor(3) as pool:  # concurrent first creators share the lab's one overlay network
@@ -137,6 +158,9 @@ def test_six_agents_land_on_several_nodes_and_stay_pinned(swarm_lab: Lab, swarm_
     lab.exec("p1", "echo kept > /workspace/kept.txt").check()
     lab.restart("p1")
     assert _nodes(lab)["p1"] == nodes["p1"]  # pinned: its workspace volume lives on that node
+    service = swarm_engine.api.inspect_service(lab.agent("p1").name)
+    placed = service["Spec"]["TaskTemplate"]["Placement"]["Constraints"]
+    assert swarm_engine.constraints[0] in placed and any(c.startswith("node.id==") for c in placed)
     assert lab.exec("p1", "cat /workspace/kept.txt").stdout == "kept\n"
     assert lab.egress("p1").ok  # the netguard came back with the new task
     lab.stop("p1")

@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 
+import pandas as pd
 import pytest
 
 from claude_lab import AuthenticationError, Lab, LabError, ModelUnreachable, RunResult, ScriptedModel
@@ -70,7 +71,12 @@ def test_run_writes_edits_and_runs_a_file_with_events_streamed(lab: Lab):
     assert isinstance(seen[0], SystemMessage) and seen[0].subtype == "init"
     assert isinstance(seen[-1], ResultMessage)
     assert result.num_turns == 4 and result.input_tokens > 0 and result.output_tokens > 0
-    assert result.cost_usd is not None and result.session_id == seen[0].data["session_id"]
+    assert result.session_id == seen[0].data["session_id"]
+    # A scripted model has no price: n/a, with the CLI's own figure kept in the result event.
+    assert result.cost_usd is None and result.cost_text == "cost n/a (scripted)"
+    assert seen[-1].total_cost_usd is not None and "cost n/a (scripted)" in result._text()
+    assert pd.isna(lab.runs().set_index("run_id").loc[result.run_id, "cost_usd"])
+    assert lab.run(result.run_id).cost_text == "cost n/a (scripted)"
     # The diff is what the run changed, between the recorded start and end commits.
     assert result.changed_files == ["hello.py"]
     assert "+print('hello world')" in result.diff

@@ -24,22 +24,32 @@ from claude_lab.engine import Engine
 from claude_lab.naming import LAB
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ["start", "stop", "status", "list", "create", "remove", "exec", "enter", "logs", "cleanup",
-            "build", "doctor", "diff", "changes", "fetch", "merge", "apply", "cp", "url", "swarm-sim"]
+COMMANDS = ["start", "stop", "restart", "destroy", "status", "stats", "list", "create", "remove", "exec", "enter",
+            "logs", "cleanup", "build", "doctor", "diff", "changes", "fetch", "merge", "apply", "cp", "url",
+            "claude", "runs", "show", "replay", "export", "import", "experiment", "swarm-sim"]
 
 
 def run_cli(*args: str, lab: Lab | None = None, as_json: bool = False, timeout: float = 120,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run `claude-lab [-C project -n lab] [--json] args...` in a fresh process."""
+            env: dict[str, str] | None = None, columns: str | None = "250",
+            input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `claude-lab [-C project -n lab] [--json] args...` in a fresh process (COLUMNS=250 unless told:
+    wide, so no table leaves a column out; `columns=None` leaves COLUMNS to `env`, as a pipe has it)."""
     argv = [sys.executable, "-m", "claude_lab.cli"]
-    env = dict(os.environ, COLUMNS="250", **(env or {}))  # wide: rich never truncates a table cell
+    given = env or {}
+    env = dict(os.environ, **given)
+    if "COLUMNS" not in given:
+        if columns is None:
+            env.pop("COLUMNS", None)
+        else:
+            env["COLUMNS"] = columns
     if lab is not None:
         argv += ["-C", str(lab.config.project_dir), "-n", lab.name]
         env["CLAUDE_LAB_POSTGRES_PORT"] = str(lab.config.postgres_port)
         env["CLAUDE_LAB_REDIS_PORT"] = str(lab.config.redis_port)
     if as_json:
         argv.append("--json")
-    return subprocess.run(argv + list(args), cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(argv + list(args), cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+                          input=input_text if input_text is not None else "")
 
 
 def cli(lab: Lab, *args: str, as_json: bool = False, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -142,7 +142,7 @@ def test_resume_runs_only_what_is_missing_and_a_budget_stops_new_trials(lab: Lab
     seen = []
     spend = lab.experiment("budget", tasks, trials=3, concurrency=1, budget_usd=1e-9,
                            variants={"capped": {"max_budget_usd": 5.0}},  # the CLI's own limit per run, too
-                           model=lambda task, trial: ScriptedModel(writes("ok\n")))
+                           model=lambda task, trial: ScriptedModel(writes("ok\n"), priced=True))  # a cost to count
     spend.on_trial = seen.append
     rows = spend.run()
     assert rows.loc[0, "status"] == "success" and rows.loc[0, "cost_usd"] > 0

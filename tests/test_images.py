@@ -107,6 +107,15 @@ def test_second_build_of_existing_images_builds_nothing(lab: Lab, engine: Engine
         ("base", False), ("dev", False), ("agent", False)]
 
 
+def test_the_agent_image_carries_one_claude_binary(lab: Lab):
+    """npm installs Claude Code's native binary for glibc and for musl; the agent keeps only glibc's (-369 MB)."""
+    lab.create_agent("probe", progress=False)
+    found = lab.exec("probe", "ls /usr/local/lib/node_modules/@anthropic-ai/claude-code/node_modules/@anthropic-ai/; "
+                              "claude --version").stdout.split()
+    assert found[0] == "claude-code-linux-x64" and "claude-code-linux-x64-musl" not in found
+    assert "(Claude Code)" in " ".join(found)
+
+
 # -- content hashes -----------------------------------------------------------------------------
 
 def test_hashes_depend_on_content_not_location(engine: Engine, tmp_path: Path, images_copy: Path):

@@ -7,8 +7,9 @@ notebooks/sanitize.cfg has masked what legitimately varies (lab names, run ids, 
 durations, hashes). Cells that run magics are followed by cells that assert on the result, so a
 magic that fails does not pass unnoticed.
 
-The child gets free host ports (CLAUDE_LAB_POSTGRES_PORT / CLAUDE_LAB_REDIS_PORT, which every
-`Lab` reads), so a lab already running on 5433/6380 does not get in the way, and a run id
+The notebooks run next to a lab of the user's: while they run, 5433 and 6380 (the default ports)
+are held, as the user's own lab would hold them, and the notebooks that start services take free
+ports themselves (`postgres_port=0`). The child gets a run id
 (CLAUDE_LAB_NOTEBOOK_RUN) that the notebooks put in their lab names (`nb01-<run>`). After the
 child ends, whatever it left on the engine under that run id fails the test and is removed: the
 notebooks' last cells must clean up after themselves, and a notebook that stops half-way leaves
@@ -46,6 +47,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def hold(*ports: int) -> list[socket.socket]:
+    """Listen on these ports of 127.0.0.1 (those that are free: something may hold them already)."""
+    held = []
+    for port in ports:
+        sock = socket.socket()
+        try:
+            sock.bind(("127.0.0.1", port))
+            sock.listen()
+            held.append(sock)
+        except OSError:
+            sock.close()
+    return held
 
 
 def leftovers(engine: Engine, run: str) -> list[str]:
@@ -93,20 +108,22 @@ def test_notebook_runs_and_matches_its_saved_outputs(notebook: Path, engine: Eng
     env = {
         **os.environ,
         "CLAUDE_LAB_NOTEBOOK_RUN": run,
-        "CLAUDE_LAB_POSTGRES_PORT": str(free_port()),
-        "CLAUDE_LAB_REDIS_PORT": str(free_port()),
         "IPYTHONDIR": str(tmp_path / "ipython"),  # no profile or startup files of the user's
         "JUPYTER_RUNTIME_DIR": str(tmp_path / "jupyter-runtime"),
         "PYTHONDONTWRITEBYTECODE": "1",
     }
-    env.pop("CLAUDE_LAB_NAME", None)
+    for key in ("CLAUDE_LAB_NAME", "CLAUDE_LAB_POSTGRES_PORT", "CLAUDE_LAB_REDIS_PORT"):
+        env.pop(key, None)
     command = [sys.executable, "-m", "pytest", "--nbval", str(notebook.relative_to(ROOT)),
                "--nbval-sanitize-with", str(SANITIZE.relative_to(ROOT)), "--nbval-current-env",
                "--nbval-cell-timeout", "600", "-p", "no:cacheprovider", "-q", "--color", "no"]
+    held = hold(5433, 6380)  # the user's own lab on the default ports
     try:
         done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=840)
     finally:
         left = leftovers(engine, run)
+        for sock in held:
+            sock.close()
     assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout[-12000:]}\n{done.stderr[-3000:]}"
     assert re.search(r"\b\d+ passed\b", done.stdout), done.stdout[-3000:]
     assert not left, f"{notebook.name} left these behind (now removed): {', '.join(left)}"

@@ -1,4 +1,5 @@
-"""The CLI's lab commands: start, stop, status, list, create, remove, exec, enter, logs, cleanup, build, doctor."""
+"""The CLI's lab commands: start, stop, restart, destroy, status, stats, list, create, remove, exec, enter, logs,
+cleanup, build, doctor."""
 from __future__ import annotations
 
 import json
@@ -7,35 +8,163 @@ import sys
 from dataclasses import asdict
 from typing import List, Optional
 
-import pandas as pd
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..doctor import run_checks
+from ..util.lazy import lazy
 from ..errors import LabError, LabTimeout
 from .app import _emit, _fail, _lab, _progress, _run, _verbose_progress, app, err, out, state
 
+pd = lazy("pandas")  # loaded when a DataFrame is made (the CLI starts without it)
+
+STATUS_IMPORTANCE = ["name", "role", "state", "health", "agent", "group", "egress", "ports", "node", "created",
+                     "secrets", "image"]
+
+
 @app.command()
-def start(no_build: bool = typer.Option(False, "--no-build", help="Fail instead of building missing images.")) -> None:
-    """Build what is missing, start PostgreSQL, Redis and the dev container, wait until healthy."""
+def start(
+    target: Optional[str] = typer.Argument(None, help="One container (an agent id, dev, postgres, redis); "
+                                           "default: the whole lab."),
+    no_build: bool = typer.Option(False, "--no-build", help="Fail instead of building missing images."),
+) -> None:
+    """Start the lab (build what is missing -- every image an agent needs too --, start PostgreSQL, Redis and the
+    dev container, wait until healthy), or one container of it."""
     lab = _run(_lab)
+    if target:
+        _run(lab.start, target)
+        _emit(_short(lab, _one(lab, target)), f"lab {lab.name}: started {target}", importance=STATUS_IMPORTANCE)
+        return
     df = _run(lab.up, build=not no_build, progress=_progress)
-    _emit(df, f"lab {lab.name}: up")
+    _emit(_short(lab, df), f"lab {lab.name}: up", importance=STATUS_IMPORTANCE)
+
+
+def _one(lab, target: str) -> pd.DataFrame:
+    df = _run(lab.status)
+    name = _run(lab.container_name, target)
+    return df[df["name"] == name]
 
 
 @app.command()
-def stop() -> None:
-    """Stop every container of the lab (volumes and networks stay)."""
+def stop(target: Optional[str] = typer.Argument(None, help="One container; default: every container of the lab.")) -> None:
+    """Stop the lab's containers (volumes and networks stay), or one of them."""
     lab = _run(_lab)
-    _emit(_run(lab.down), f"lab {lab.name}: stopped")
+    if target:
+        _run(lab.stop, target)
+        _emit(_short(lab, _one(lab, target)), f"lab {lab.name}: stopped {target}", importance=STATUS_IMPORTANCE)
+        return
+    _emit(_short(lab, _run(lab.down)), f"lab {lab.name}: stopped", importance=STATUS_IMPORTANCE)
+
+
+@app.command()
+def restart(target: str = typer.Argument(..., help="An agent id, dev, postgres or redis.")) -> None:
+    """Restart one container (an agent's netguard comes back first, its rules applied)."""
+    lab = _run(_lab)
+    _run(lab.restart, target)
+    _emit(_short(lab, _one(lab, target)), f"lab {lab.name}: restarted {target}", importance=STATUS_IMPORTANCE)
+
+
+@app.command()
+def destroy(
+    volumes: bool = typer.Option(False, "--volumes", help="Also delete the volumes: agents' workspaces, the database."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
+) -> None:
+    """Remove every container and network of the lab (and its volumes with --volumes)."""
+    lab = _run(_lab)
+    if not yes:
+        what = "containers, networks and volumes (workspaces, the database)" if volumes else "containers and networks"
+        if not sys.stdin.isatty():
+            err.print(f"[red]error:[/] destroy removes lab {lab.name}'s {what}; pass --yes to confirm "
+                      f"(no terminal here to ask)", highlight=False)
+            raise typer.Exit(2)
+        if not typer.confirm(f"Remove lab {lab.name}'s {what}?"):
+            raise typer.Exit(1)
+    removed = _run(lab.destroy, volumes=volumes)
+    if state.json:
+        print(json.dumps(removed))
+    else:
+        out.print(f"removed {len(removed['containers'])} containers, {len(removed['networks'])} networks, "
+                  f"{len(removed['volumes'])} volumes of lab {lab.name}", highlight=False)
+
+
+STATS_IMPORTANCE = ["name", "state", "cpu_percent", "mem_bytes", "mem_percent", "pids", "mem_limit", "net_rx", "net_tx",
+                    "blk_read", "blk_write", "role", "agent", "group", "cpu_seconds", "timestamp"]
+
+
+def _stats_frame(lab) -> pd.DataFrame:
+    df = _run(lab.stats)
+    mib = lambda v: f"{v / (1 << 20):,.1f} MiB" if pd.notna(v) and v else ""  # noqa: E731
+    shown = df.copy()
+    for col in ("mem_bytes", "mem_limit", "net_rx", "net_tx", "blk_read", "blk_write"):
+        if col in shown.columns:
+            shown[col] = shown[col].map(mib)
+    if "cpu_percent" in shown.columns:
+        shown["cpu_percent"] = shown["cpu_percent"].map(lambda v: f"{v:.1f}%" if pd.notna(v) else "")
+    return shown
+
+
+@app.command()
+def stats(
+    watch: bool = typer.Option(False, "--watch", "-w", help="Keep refreshing (a live table on a terminal)."),
+    interval: float = typer.Option(2.0, "--interval", help="Seconds between refreshes with --watch."),
+    count: int = typer.Option(0, "--count", help="With --watch: stop after this many refreshes (0: until Ctrl-C)."),
+) -> None:
+    """CPU, memory, network, block I/O and pids of every container of the lab, as docker stats means them."""
+    lab = _run(_lab)
+    if not watch:
+        _emit(_stats_frame(lab), f"lab {lab.name}: stats", importance=STATS_IMPORTANCE)
+        return
+    import time
+
+    from rich.live import Live
+
+    shown = 0
+    try:
+        if out.is_terminal and not state.json:
+            with Live(console=out, auto_refresh=False) as live:
+                while not count or shown < count:
+                    live.update(_stats_table(lab), refresh=True)
+                    shown += 1
+                    if not count or shown < count:
+                        time.sleep(interval)
+        else:  # a pipe: one table (or one JSON line) per refresh
+            while not count or shown < count:
+                df = _run(lab.stats)
+                if state.json:
+                    print(df.to_json(orient="records", date_format="iso"), flush=True)
+                else:
+                    _emit(_stats_frame(lab), f"lab {lab.name}: stats", importance=STATS_IMPORTANCE)
+                shown += 1
+                if not count or shown < count:
+                    time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
+
+
+def _stats_table(lab) -> Table:
+    from .app import _fit
+
+    frame, _ = _fit(_stats_frame(lab), out.width, STATS_IMPORTANCE)
+    table = Table(title=f"lab {lab.name}: stats", title_justify="left")
+    for col in frame.columns:
+        table.add_column(col, overflow="fold")
+    for row in frame.itertuples(index=False):
+        table.add_row(*(escape(v) for v in row))
+    return table
+
+
+def _short(lab, df: pd.DataFrame) -> pd.DataFrame:
+    """Container names without the lab's prefix for a table (its title names the lab; --json keeps them whole)."""
+    if state.json or "name" not in df.columns:
+        return df
+    return df.assign(name=df["name"].map(lambda v: v[len(lab.name) + 1:] if str(v).startswith(f"{lab.name}_") else v))
 
 
 @app.command()
 def status() -> None:
-    """Every container of the lab: role, state, health, ports."""
+    """Every container of the lab: role, state, health, ports (names without the lab's prefix; --json has them)."""
     lab = _run(_lab)
-    _emit(_run(lab.status), f"lab {lab.name}")
+    _emit(_short(lab, _run(lab.status)), f"lab {lab.name}", importance=STATUS_IMPORTANCE)
 
 
 @app.command("list")
@@ -46,7 +175,8 @@ def list_agents(group: Optional[str] = typer.Option(None, "--group", "-g", help=
     df = df[df["role"] == "agent"]
     if group:
         df = df[df["group"] == group]
-    _emit(df[["agent", "group", "state", "name", "image", "created"]], f"lab {lab.name}: agents")
+    _emit(df[["agent", "group", "state", "egress", "secrets", "created", "image"]], f"lab {lab.name}: agents",
+          importance=["agent", "state", "group", "egress", "created", "secrets", "image"])
 
 
 @app.command()
@@ -198,6 +328,8 @@ def build(
 @app.command()
 def doctor() -> None:
     """Check the engine, images, ports and CA certificates; print a fix for each problem."""
+    from ..doctor import run_checks
+
     lab = _run(_lab)
     checks = run_checks(lab)
     if state.json:

@@ -4,12 +4,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
-import pandas as pd
 import typer
 from rich.markup import escape
 
+from ..util.lazy import lazy
 from ..errors import NotFound
 from .app import _emit, _fail, _run, app, err, out, state
+
+pd = lazy("pandas")  # loaded when a DataFrame is made (the CLI starts without it)
 
 # -- swarm-sim: a real multi-node Docker Swarm on this machine, for the swarm backend ------------------
 swarm_sim = typer.Typer(help="A local Docker Swarm: the host engine as manager plus Docker-in-Docker workers.",

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Callable
 from .. import naming as n
 from ..engine.types import ContainerInfo, ContainerSpec
 from ..errors import LabError, NotFound, PortInUse
-from ..util.ports import port_free, port_holder
+from ..util.ports import free_port, port_free, port_holder
 from ..util.undo import Undo
 from ..util.waiting import wait_until
 from .lab_objects import attach_services, ensure_network, ensure_volume
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from ..engine.face import EngineFace
 
 WORKSPACE = "/workspace"  # an agent's workspace volume; the dev container mounts the project below it
-SERVICE_IMAGES = ("dev", "postgres", "redis", "agent")  # what `up()` builds (the agent too: ready for create)
+SERVICE_IMAGES = ("dev", "postgres", "redis", "agent", "netguard")  # what `up()` builds: ready for create too
 PORT_KEYS = ("postgres_port", "redis_port")
 
 
@@ -63,6 +63,23 @@ def service_spec(cfg: "LabConfig", lab: str, role: str) -> ContainerSpec:
 def published_ports(containers: list[ContainerInfo]) -> set[str]:
     """The host ports the lab's own containers publish (those are ours, not taken)."""
     return {c.ports.get(p, "").rpartition(":")[2] for c in containers for p in c.ports}
+
+
+SERVICE_PORT = {"postgres_port": (n.POSTGRES, "5432/tcp"), "redis_port": (n.REDIS, "6379/tcp")}
+
+
+def settle_ports(engine: "EngineFace | None", cfg: "LabConfig", lab: str) -> None:
+    """Port settings of 0 become real ports: the one the lab's running service publishes, else a free one."""
+    for key in PORT_KEYS:
+        if getattr(cfg, key) != 0:
+            continue
+        role, container_port = SERVICE_PORT[key]
+        try:
+            info = engine.container(n.container_name(lab, role)) if engine is not None else None
+        except LabError:  # no engine to ask: a free port now; `up` will say if the engine is missing
+            info = None
+        published = (info.ports.get(container_port) or "").rpartition(":")[2] if info is not None else ""
+        setattr(cfg, key, int(published) if published.isdigit() else free_port(cfg.bind_address))
 
 
 def check_ports(cfg: "LabConfig", ours: set[str], hint: str) -> None:

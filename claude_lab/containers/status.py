@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-import pandas as pd
 
+from ..util.lazy import lazy
 from .. import naming as n
 from ..engine.types import ContainerInfo
 from ..netguard import sidecar as guard
+
+pd = lazy("pandas")  # loaded when a DataFrame is made (the CLI starts without it)
 
 if TYPE_CHECKING:
     from ..engine.face import EngineFace

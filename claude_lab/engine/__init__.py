@@ -17,12 +17,14 @@ from .types import (CgroupLayout, ContainerBrief, ContainerInfo, ContainerSpec, 
 
 
 def connect(backend: str = "local", *, manager_url: str | None = None, registry: str | None = None,
-            model_host: str | None = None, node_engines: dict[str, str] | None = None) -> EngineFace:
+            model_host: str | None = None, node_engines: dict[str, str] | None = None,
+            constraints: list[str] | None = None) -> EngineFace:
     """The engine for a backend: one Docker engine, or a Swarm through its manager."""
     if backend == "swarm":
         from .swarm import SwarmEngine
 
-        return SwarmEngine(manager_url, registry=registry, model_host=model_host, node_engines=node_engines)
+        return SwarmEngine(manager_url, registry=registry, model_host=model_host, node_engines=node_engines,
+                           constraints=constraints)
     return Engine(manager_url)
 
 

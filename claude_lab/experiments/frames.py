@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import pandas as pd
 
+from ..util.lazy import lazy
 from .scoring import pass_at_k
+
+pd = lazy("pandas")  # loaded when a DataFrame is made (the CLI starts without it)
 
 __all__ = ["ROW_COLUMNS", "rows_frame", "summary_frame"]
 

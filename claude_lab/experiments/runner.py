@@ -14,14 +14,16 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
 
-import pandas as pd
 
+from ..util.lazy import lazy
 from ..errors import LabError
 from ..runs.experiment_store import FINISHED
 from ..util import views
 from .frames import rows_frame, summary_frame
 from .scoring import diff_lines, score_from_output
 from .tasks import Task
+
+pd = lazy("pandas")  # loaded when a DataFrame is made (the CLI starts without it)
 
 if TYPE_CHECKING:
     from ..runs.results import RunResult

@@ -254,6 +254,10 @@ class ScriptedModel(BackgroundServer):
     (in `x-api-key`, or `Authorization: Bearer`) gets a 401 `authentication_error`; each
     `ModelRequest.key_ok` says whether it had it.
 
+    A scripted model has no price: its runs report `cost_usd=None` ("cost n/a (scripted)"), the CLI's own
+    figure (made-up token counts times a list price) staying in the result event; `priced=True` keeps
+    that figure as the run's cost, for testing budgets and cost displays.
+
     `host` is the address to bind; containers need an address they can reach (such as the
     Docker bridge gateway), loopback only serves this machine.  `model_name=None` echoes the
     model each request asked for, as the real API does.
@@ -273,6 +277,7 @@ class ScriptedModel(BackgroundServer):
         error: tuple[int, Mapping[str, Any] | str | None] | None = None,
         side_reply: str = SIDE_TEXT,
         api_key: str | None = None,
+        priced: bool = False,
     ):
         if isinstance(turns, (str, Mapping)):
             raise ScriptError("turns is a list of turns; wrap a single turn in a list")
@@ -281,6 +286,7 @@ class ScriptedModel(BackgroundServer):
         self.model_name = model_name
         self.side_reply = side_reply
         self.api_key = api_key
+        self.priced = priced  # False: its runs' cost is n/a; True: the CLI's figure counts (to test budgets)
         self._lock = threading.Lock()
         self._requests: list[ModelRequest] = []
         self._served = 0

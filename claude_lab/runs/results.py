@@ -111,6 +111,16 @@ class RunResult:
     # run store (runs/store.py, runs/replay.py): the run this one replays, and whether its diff came out byte for byte
     replay_of: str | None = None
     reproduced: bool | None = None
+    # why `cost_usd` is None for a Claude run that ran: "scripted" (a ScriptedModel has no price) or "replay"
+    # (answered from a cassette: nothing was paid); the CLI's own figure stays in the result event
+    cost_note: str | None = None
+
+    @property
+    def cost_text(self) -> str:
+        """"$0.0123", or "cost n/a (scripted)" / "cost n/a (replay)", or "" when unknown."""
+        if self.cost_usd is not None:
+            return f"${self.cost_usd:.4f}"
+        return f"cost n/a ({self.cost_note})" if self.cost_note else ""
 
     @property
     def ok(self) -> bool:
@@ -136,8 +146,8 @@ class RunResult:
         if self.kind == "claude":
             facts.append(f"{self.num_turns} turns")
             facts.append(f"{self.input_tokens:,} in / {self.output_tokens:,} out tokens")
-            if self.cost_usd is not None:
-                facts.append(f"${self.cost_usd:.4f}")
+            if self.cost_text:
+                facts.append(self.cost_text)
         if self.exit_code is not None:
             facts.append(f"exit {self.exit_code}")
         if self.resources:

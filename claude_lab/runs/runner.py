@@ -413,6 +413,9 @@ class Run:
             res.num_turns = result_msg.num_turns
             usage = result_msg.usage or {}
             res.cost_usd = result_msg.total_cost_usd
+            note = self._cost_note()
+            if note is not None:  # no price: the CLI's figure (made-up tokens x a list price) stays in the event
+                res.cost_usd, res.cost_note = None, note
             res.session_id = result_msg.session_id or None
         else:  # stopped before the end: count what came
             res.result = last_text
@@ -434,6 +437,16 @@ class Run:
                                    if getattr(e, "session_id", None)), None) or (
                 init.data.get("session_id") if init else None)
         res.model = (init.data.get("model") if init else None) or next((e.model for e in assistants if e.model), None)
+
+    def _cost_note(self) -> str | None:
+        endpoint = self.endpoint
+        if endpoint is None:
+            return None
+        if endpoint.source == "replay":
+            return "replay"
+        if endpoint.scripted is not None and not endpoint.scripted.priced:
+            return "scripted"
+        return None
 
     def _error_text(self, res: RunResult, result_msg: ResultMessage | None, git_problem: str | None) -> str | None:
         parts: list[str] = []

@@ -37,8 +37,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-import pandas as pd
 
+from ..util.lazy import lazy
 from .._version import __version__
 from ..containers.execution import OutputChunk
 from ..errors import AlreadyExists, LabError, NotFound
@@ -48,6 +48,8 @@ from .experiment_store import EXPERIMENT_SCHEMA, ExperimentTables
 from ..util.folders import ensure_folder
 from .heartbeat import owner, owner_alive
 from .results import RunEvent, RunResult, tool_calls_from
+
+pd = lazy("pandas")  # loaded when a DataFrame is made (the CLI starts without it)
 
 __all__ = ["DEFAULT_PATH", "RUN_COLUMNS", "RunStore"]
 
@@ -364,6 +366,9 @@ class RunStore(ExperimentTables):
             started_at=datetime.fromisoformat(rec["started_at"]) if rec["started_at"] else None,
         )
         res.resources, res.replay_of, res.reproduced = rec.get("resources"), rec.get("replay_of"), rec.get("reproduced")
+        if res.kind == "claude" and res.cost_usd is None and res.status not in ("running", "interrupted"):
+            res.cost_note = "replay" if res.replay_of else "scripted" if (rec.get("options") or {}).get(
+                "scripted_model") else None
         return res
 
     def insert_run(self, row: dict[str, Any], exchanges: list[Exchange], artifacts: dict[str, bytes]) -> None:

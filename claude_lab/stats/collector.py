@@ -5,12 +5,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Iterable
 
-import pandas as pd
 
+from ..util.lazy import lazy
 from .. import naming as n
 from ..engine.types import ContainerBrief
 from ..errors import LabError
 from .readers import CgroupReader, Reading, api_readings, cpu_percent
+
+pd = lazy("pandas")  # loaded when a DataFrame is made (the CLI starts without it)
 
 if TYPE_CHECKING:
     from ..engine.face import EngineFace

@@ -7,12 +7,14 @@ from collections import deque
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 
+from ..util.lazy import lazy
 from ..errors import LabError
 from ..engine.types import ContainerBrief
 from .collector import COLUMNS, Collector, frame
 from .readers import Reading
+
+pd = lazy("pandas")  # loaded when a DataFrame is made (the CLI starts without it)
 
 if TYPE_CHECKING:
     from ..engine.face import EngineFace

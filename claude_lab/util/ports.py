@@ -21,6 +21,14 @@ def port_free(port: int, address: str = "127.0.0.1") -> bool:
     return True
 
 
+def free_port(address: str = "127.0.0.1") -> int:
+    """A port the OS says is free on `address` now (a lab with port setting 0 takes one)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((address, 0))
+        return int(sock.getsockname()[1])
+
+
 def port_holder(port: int) -> str | None:
     """'name (pid N)' of the process listening on the port, where the OS lets us see it."""
     try:

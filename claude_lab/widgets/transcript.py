@@ -51,8 +51,8 @@ def summary_line(result: RunResult) -> str:
     parts = [result.status.upper()]
     if result.kind == "claude":
         parts.append(f"{result.num_turns} turn{'s' if result.num_turns != 1 else ''}")
-        if result.cost_usd is not None:
-            parts.append(f"${result.cost_usd:.4f}")
+        if result.cost_text:
+            parts.append(result.cost_text)
     if result.exit_code not in (None, 0):
         parts.append(f"exit {result.exit_code}")
     parts.append(f"{result.duration_s:.1f}s")

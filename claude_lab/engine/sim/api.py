@@ -9,8 +9,8 @@ import docker.errors
 from docker.utils import parse_repository_tag
 
 from ...errors import LabError, NotFound
-from ...naming import (DNS_LABEL, ENGINE_LABEL, LAB, MODEL_HOST_LABEL, REGISTRY_LABEL, ROLE, SIM, SIM_GWBRIDGE, SIM_INIT,
-                       WORKER_INDEX)
+from ...naming import (DNS_LABEL, ENGINE_LABEL, LAB, MODEL_HOST_LABEL, REGISTRY_LABEL, ROLE, SIM, SIM_CONSTRAINT_LABEL,
+                       SIM_GWBRIDGE, SIM_INIT, WORKER_INDEX, sim_constraint, sim_member_label)
 from ...util.undo import Undo
 from ..local import Engine
 from ..errors import quietly as _quiet
@@ -91,10 +91,12 @@ def sim_up(workers: int = 2, name: str = DEFAULT_NAME, registry_port: int = 5000
             if _sim_node(node, name) and node["ID"] not in current and node["ID"] != manager_id:
                 _remove_node(api, node["ID"], removed)
         for w in found:
-            _set_node_labels(api, w.node_id, {ENGINE_LABEL: w.engine_url, SIM: name})
-        # What `Lab(backend="swarm")` needs to know, found on the manager node (engine/swarm.py).
+            _set_node_labels(api, w.node_id, {ENGINE_LABEL: w.engine_url, SIM: name, sim_member_label(name): "member"})
+        # What `Lab(backend="swarm")` needs to know, found on the manager node (engine/swarm.py); the manager
+        # serves every sim on this machine, so it carries each one's member label.
         _set_node_labels(api, manager_id, {SIM: name, REGISTRY_LABEL: f"localhost:{registry_port}",
-                                           MODEL_HOST_LABEL: gateway, DNS_LABEL: ",".join(host_nameservers())})
+                                           MODEL_HOST_LABEL: gateway, DNS_LABEL: ",".join(host_nameservers()),
+                                           sim_member_label(name): "member", SIM_CONSTRAINT_LABEL: sim_constraint(name)})
     except BaseException:
         undo.rollback()
         raise
@@ -218,8 +220,11 @@ def sim_down(name: str = DEFAULT_NAME, force: bool = False, *, engine: Engine | 
         heir = sorted(others)[0]
         _set_node_labels(api, manager_id, {SIM_INIT: heir})
         removed["handed_over_to"] = heir
-    if manager and manager_labels.get(SIM) == name:
-        _set_node_labels(api, manager_id, {}, drop=[SIM])
+    if manager:
+        mine = [SIM] if manager_labels.get(SIM) == name else []
+        if manager_labels.get(SIM_CONSTRAINT_LABEL) == sim_constraint(name):
+            mine.append(SIM_CONSTRAINT_LABEL)
+        _set_node_labels(api, manager_id, {}, drop=[*mine, sim_member_label(name)])
     # While the swarm stays, the network holding the manager's advertised address stays too:
     # every worker of every sim reaches the manager there.
     manager_ip = _manager_addr(api, manager_id).rsplit(":", 1)[0] if manager and not leave else None

@@ -8,7 +8,7 @@ import docker
 import docker.errors
 
 from ...errors import LabError
-from ...naming import KIND, ROLE, SIM, validate_label
+from ...naming import KIND, ROLE, SIM, sim_constraint, validate_label
 from ...util.waiting import wait_until
 from ..errors import DOCKER_ERRORS, call as _call
 from ..local import Engine
@@ -58,6 +58,11 @@ class SwarmSim:
     model_host: str  # IPv4 where containers on every node reach this host (the sim network's gateway)
     network: str  # the sim's bridge network
     workers: tuple[SimWorker, ...]
+
+    @property
+    def constraints(self) -> list[str]:
+        """Placement that keeps a lab's services on this sim's nodes (`swarm_constraints`)."""
+        return [sim_constraint(self.name)]
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,8 @@ class SwarmEngine(SwarmTasks):
             raise LabError(f"runtime={spec.runtime!r}: Swarm services run with each node's default runtime; "
                            f"set it as the default runtime in the nodes' daemon.json instead")
         image = self.publish_ref(spec.image)
-        template, endpoint, pin_here = service_template(spec, image, self.node_id, self._volume_labels)
+        template, endpoint, pin_here = service_template(spec, image, self.node_id, self._volume_labels,
+                                                        self.constraints)
         try:
             created = self.api.create_service(template, name=spec.name, labels=spec.labels,
                                               mode=ServiceMode("replicated", replicas=1 if start else 0),

@@ -7,7 +7,7 @@ from typing import Any
 import docker
 
 from ...errors import EngineUnavailable, LabError
-from ...naming import DNS_LABEL, ENGINE_LABEL, MODEL_HOST_LABEL, REGISTRY_LABEL
+from ...naming import DNS_LABEL, ENGINE_LABEL, MODEL_HOST_LABEL, REGISTRY_LABEL, SIM_CONSTRAINT_LABEL
 from ..local import Engine
 from ..parse import node_info
 from ..types import NodeInfo, VersionInfo
@@ -23,7 +23,7 @@ class SwarmNodes:
 
     def __init__(self, manager_url: str | None = None, *, node_engines: dict[str, str] | None = None,
                  registry: str | None = None, model_host: str | None = None, dns: str | None = None,
-                 timeout: int = 120):
+                 timeout: int = 120, constraints: list[str] | None = None):
         self.manager = Engine(manager_url, timeout=timeout)
         self.api = self.manager.api
         self.base_url = self.manager.base_url
@@ -46,6 +46,11 @@ class SwarmNodes:
         self._volume_labels: dict[str, dict[str, str]] = {}
         labels = self._node(self.node_id)["Spec"].get("Labels") or {}
         self.registry = registry or labels.get(REGISTRY_LABEL)
+        # Where the lab's services may run: the `swarm_constraints` setting, and, with the registry of the last
+        # sim brought up on this manager (its labels), that sim's nodes only -- two sims never cross.
+        self.constraints = list(constraints or [])
+        if not registry and labels.get(SIM_CONSTRAINT_LABEL) and labels[SIM_CONSTRAINT_LABEL] not in self.constraints:
+            self.constraints.append(labels[SIM_CONSTRAINT_LABEL])
         self._publisher = Publisher(self.manager, self.registry)
         self.model_host = model_host or labels.get(MODEL_HOST_LABEL)
         # The resolvers the nodes' containers use (their `--dns`): a netguard lets DNS through to them.

@@ -11,9 +11,11 @@ STOP_GRACE_NS = 5_000_000_000
 
 
 def service_template(spec: ContainerSpec, image: str, manager_node: str,
-                     volume_labels: dict[str, dict[str, str]]) -> tuple[TaskTemplate, EndpointSpec | None, bool]:
+                     volume_labels: dict[str, dict[str, str]],
+                     constraints: list[str] = ()) -> tuple[TaskTemplate, EndpointSpec | None, bool]:  # type: ignore[assignment]
     """(task template, endpoint spec, pinned to the manager): a spec that binds a folder of this machine or
-    publishes ports runs on the manager's node; the others go where Swarm's scheduler puts them."""
+    publishes ports runs on the manager's node; the others go where Swarm's scheduler puts them, among the
+    nodes that meet the lab's `constraints`."""
     mounts = []
     pin_here = bool(spec.ports)  # published dev ports are this machine's (the manager's) ports
     for source, v in spec.volumes.items():
@@ -39,7 +41,8 @@ def service_template(spec: ContainerSpec, image: str, manager_node: str,
                           mem_reservation=mem // 4 if mem else None)
     if spec.pids_limit:
         resources.setdefault("Limits", {})["Pids"] = spec.pids_limit  # API 1.41 (Engine 20.10)
-    placement = Placement(constraints=[f"node.id=={manager_node}"]) if pin_here else None
+    placed = [*constraints, f"node.id=={manager_node}"] if pin_here else list(constraints)
+    placement = Placement(constraints=placed) if placed else None
     networks = [NetworkAttachmentConfig(spec.network, aliases=spec.aliases or None)]
     networks += [NetworkAttachmentConfig(net, aliases=al or None) for net, al in spec.extra_networks.items()]
     template = TaskTemplate(cspec, resources=resources, placement=placement, networks=networks,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, replace
 from typing import Any, Callable
 
@@ -19,6 +20,7 @@ from .nodes import SwarmNodes
 
 PENDING_STATES = {"new", "pending", "assigned", "accepted", "preparing", "ready", "starting"}
 TASK_TIMEOUT = 300.0  # an image of GBs is pulled by the node on first use
+UNPLACED_GRACE = 3.0  # seconds the scheduler may say "no suitable node" before a create fails with why
 
 
 class SwarmTasks(SwarmNodes):
@@ -159,6 +161,7 @@ class SwarmTasks(SwarmNodes):
         """Poll until the service has a running task that is not one of `old` (the tasks before an update:
         right after it the old one still reads running); errors say why not."""
         last = [""]
+        unplaced: list[float] = []  # when the scheduler first said no node suits the task
 
         def running_task() -> dict[str, Any] | None:
             fresh = [t for t in self._tasks(service_id) if t["ID"] not in old]
@@ -180,17 +183,38 @@ class SwarmTasks(SwarmNodes):
             if current is not None:
                 st = current.get("Status") or {}
                 last[0] = f"{st.get('State')}: {st.get('Err') or st.get('Message', '')}"
+                if "no suitable node" in str(st.get("Err")):
+                    unplaced.append(time.monotonic())
+                    if unplaced[-1] - unplaced[0] >= UNPLACED_GRACE:
+                        raise LabError(self._unplaceable(name, str(st.get("Err"))))
+                else:
+                    unplaced.clear()
             return None
 
         return wait_until(running_task, timeout, lambda: (
             f"{name} did not start within {timeout:.0f}s on the swarm (last task state {last[0]}); "
             f"`docker service ps {name} --no-trunc` tells why"), interval=0.1)
 
+    def _unplaceable(self, name: str, why: str) -> str:
+        nodes = []
+        for node in self.api.nodes():
+            spec, desc = node.get("Spec") or {}, node.get("Description") or {}
+            labels = ", ".join(f"{k}={v}" for k, v in sorted((spec.get("Labels") or {}).items())
+                               if not k.startswith(("claude-lab.engine", "claude-lab.dns", "claude-lab.model-host",
+                                                    "claude-lab.registry")))
+            nodes.append(f"{desc.get('Hostname', node['ID'][:12])} ({spec.get('Role')}, "
+                         f"{(node.get('Status') or {}).get('State')}, {spec.get('Availability')}"
+                         + (f"; {labels}" if labels else "") + ")")
+        rules = ", ".join(self.constraints) or "none"
+        return (f"{name} cannot be placed on the swarm: {why}. The lab's placement constraints: {rules} "
+                f"(setting swarm_constraints); the nodes: {'; '.join(nodes)}. Label a node to match "
+                f"(`docker node update --label-add KEY=VALUE NODE`), or change swarm_constraints")
+
     def _pin(self, service_id: str, node_id: str) -> None:
         """Keep the service on `node_id` (Swarm leaves a task whose node still matches where it is)."""
         svc = self._call(self.api.inspect_service, service_id)
         template = svc["Spec"]["TaskTemplate"]
-        template.setdefault("Placement", {})["Constraints"] = [f"node.id=={node_id}"]
+        template.setdefault("Placement", {})["Constraints"] = [*self.constraints, f"node.id=={node_id}"]
         self._update(svc, task_template=template)
 
     def _update(self, svc: dict[str, Any], **changes: Any) -> None:
