@@ -60,7 +60,7 @@ def test_the_store_is_a_wal_sqlite_file_under_the_project_and_configurable(tmp_p
     with sqlite3.connect(lab.run_store.path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")} == {
-            "runs", "exchanges", "artifacts", "seeds"}
+            "runs", "exchanges", "artifacts", "seeds", "experiments", "trials"}
     with pytest.raises(NotFound, match="no run 'nope'"):
         lab.run("nope")
     elsewhere = Lab(tmp_path, name=lab.name, run_store="records/r.sqlite")
