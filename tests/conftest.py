@@ -25,6 +25,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(autouse=True)
+def sigint_stays_python_s(request):
+    """Ctrl-C must keep raising KeyboardInterrupt: a test (or the code it drives) that leaves another SIGINT
+    handler behind fails here, naming itself, instead of breaking a later Ctrl-C test."""
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+    yield
+    after = signal.getsignal(signal.SIGINT)
+    if after is not before:
+        signal.signal(signal.SIGINT, before)
+        pytest.fail(f"{request.node.nodeid} left SIGINT handled by {after!r} (was {before!r})")
+
+
 @pytest.fixture(scope="session")
 def engine() -> Engine:
     return Engine()
