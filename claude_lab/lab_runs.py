@@ -109,7 +109,7 @@ class RunsRoom:
         n.validate_agent_id(agent_id)  # runs are for agents' workspaces, never the dev container's project
         info = self.agent(agent_id).info
         if not info.running:
-            raise self._not_running(f"agent {agent_id}", info.state)
+            raise self._not_running(agent_id, info.state)
         env = self._secret_env(info)
         return RunTarget(self.engine, self.name, agent_id, info.name, info, self._run_resources,
                          peers=guard.pod_addresses(self.engine, info), env=env,

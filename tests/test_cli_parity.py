@@ -41,8 +41,11 @@ def test_claude_streams_a_scripted_run_and_exits_by_its_status(lab: Lab, tmp_pat
     proc = cli(lab, "claude", "agent-001", "two steps", "--max-turns", "1", "--scripted", turns(tmp_path))
     assert proc.returncode == 21 and "MAX_TURNS" in proc.stdout
     proc = cli(lab, "claude", "nobody", "hi", "--scripted", turns(tmp_path))
-    assert proc.returncode == 4 and "claude-lab create" in flat(proc.stderr)
-    assert "lab.create_agent" not in proc.stderr  # hints in the CLI's words, not Python's
+    assert proc.returncode == 4 and "start them with `claude-lab start`" in flat(proc.stderr)
+    assert "lab.up" not in proc.stderr  # hints in the CLI's words, not Python's
+    lab.stop("agent-001")
+    proc = cli(lab, "claude", "agent-001", "hi", "--scripted", turns(tmp_path))
+    assert proc.returncode == 1 and "start it with `claude-lab start agent-001`" in flat(proc.stderr)
 
 
 def test_runs_show_replay_export_and_import(lab: Lab, lab_factory, tmp_path):
@@ -108,4 +111,5 @@ def test_start_builds_every_image_an_agent_needs(lab: Lab):
     proc = ok(cli(lab, "start", timeout=600))
     assert "netguard" in proc.stderr  # checked (and built if missing) with the rest, before `create` needs it
     created = ok(cli(lab, "create", "agent-001"))
-    assert "netguard" not in created.stderr and "agent" not in created.stderr.replace("agent-001", "")
+    checked = [line for line in created.stderr.splitlines() if line.startswith(("agent ", "netguard "))]
+    assert checked and all("is up to date" in line for line in checked), created.stderr  # nothing to build

@@ -217,7 +217,7 @@ def test_claude_exec_streams_the_run_and_returns_its_result(ip, lab: Lab, record
         assert "Writing the endpoint." in text
         assert "⏺ Write: /workspace/app.py" in text and "⏺ Bash: while" in text
         assert text.index("⏺ Write") < text.index("⏺ Bash") < text.index("Added health() to app.py.")
-        assert "SUCCESS · 3 turns · $" in text and "changed: app.py" in text
+        assert "SUCCESS · 3 turns · cost n/a (scripted)" in text and "changed: app.py" in text
         assert result.prompt == "create a health() function in app.py, don't forget to run it"  # verbatim
         assert "+def health():" in result._repr_mimebundle_()["text/html"]  # what the cell's Out shows
 

@@ -175,8 +175,9 @@ def list_agents(group: Optional[str] = typer.Option(None, "--group", "-g", help=
     df = df[df["role"] == "agent"]
     if group:
         df = df[df["group"] == group]
-    _emit(df[["agent", "group", "state", "egress", "secrets", "created", "image"]], f"lab {lab.name}: agents",
-          importance=["agent", "state", "group", "egress", "created", "secrets", "image"])
+    cols = ["agent", "group", "state", "egress", "secrets", "created", "image", "name"]
+    shown = df[cols] if state.json else df[cols[:-1]]  # the container's name: for scripts (the table has the id)
+    _emit(shown, f"lab {lab.name}: agents", importance=["agent", "state", "group", "egress", "created", "secrets", "image"])
 
 
 @app.command()
