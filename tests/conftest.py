@@ -31,12 +31,24 @@ def sigint_stays_python_s(request):
     handler behind fails here, naming itself, instead of breaking a later Ctrl-C test."""
     import signal
 
-    before = signal.getsignal(signal.SIGINT)
+    def os_view() -> str:  # what the kernel does with SIGINT for the main thread: blocked? ignored?
+        import os
+        import threading
+
+        fields = {}
+        with open(f"/proc/{os.getpid()}/task/{threading.main_thread().native_id}/status") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                fields[key] = value.strip()
+        return ",".join(k for k in ("SigBlk", "SigIgn") if int(fields.get(k, "0"), 16) & (1 << (signal.SIGINT - 1)))
+
+    before, before_os = signal.getsignal(signal.SIGINT), os_view()
     yield
-    after = signal.getsignal(signal.SIGINT)
-    if after is not before:
+    after, after_os = signal.getsignal(signal.SIGINT), os_view()
+    if after is not before or after_os != before_os:
         signal.signal(signal.SIGINT, before)
-        pytest.fail(f"{request.node.nodeid} left SIGINT handled by {after!r} (was {before!r})")
+        pytest.fail(f"{request.node.nodeid} left SIGINT handled by {after!r} (was {before!r}); in the kernel's view "
+                    f"{after_os or 'delivered'} (was {before_os or 'delivered'})")
 
 
 @pytest.fixture(scope="session")

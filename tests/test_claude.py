@@ -133,6 +133,7 @@ def test_cancel_from_another_thread_stops_claude_stream(lab: Lab):
     assert leftovers(lab, "agent-001") == []  # ...and nothing of it is left
 
 
+@pytest.mark.sigint
 def test_ctrl_c_stops_claude_and_returns_a_cancelled_result(lab: Lab):
     lab.create_agent("agent-001", progress=False)
     marker = f"/tmp/started-{uuid.uuid4().hex[:8]}"
@@ -152,7 +153,7 @@ def test_ctrl_c_stops_claude_and_returns_a_cancelled_result(lab: Lab):
             result = lab.claude("agent-001", "wait a long time", model=model, timeout=90)
         except KeyboardInterrupt:
             pytest.fail("Ctrl-C escaped lab.claude instead of returning a cancelled result")
-        assert result.status == "cancelled"
+        assert result.status == "cancelled", (result.error, [e.type for e in result.events], result.stderr[-500:])
         assert leftovers(lab, "agent-001") == []
 
         # Ctrl-C in the caller's own loop over claude_stream: leaving the `with` stops the run.

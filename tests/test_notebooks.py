@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -147,8 +148,12 @@ def test_without_an_engine_the_notebook_says_so_and_stops(notebook: Path, tmp_pa
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
     client = NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(FOLDER)}})
-    with pytest.raises(CellExecutionError) as stopped:
-        client.execute()
+    handler = signal.getsignal(signal.SIGINT)  # nbclient's kernel manager takes SIGINT over; Ctrl-C is ours again after
+    try:
+        with pytest.raises(CellExecutionError) as stopped:
+            client.execute()
+    finally:
+        signal.signal(signal.SIGINT, handler)
     assert "NoDockerEngine" in str(stopped.value)
     cells = [c for c in nb.cells if c.cell_type == "code"]
     first = cells[0]

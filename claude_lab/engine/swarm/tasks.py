@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import asdict, replace
 from typing import Any, Callable
@@ -183,17 +184,25 @@ class SwarmTasks(SwarmNodes):
             if current is not None:
                 st = current.get("Status") or {}
                 last[0] = f"{st.get('State')}: {st.get('Err') or st.get('Message', '')}"
-                if "no suitable node" in str(st.get("Err")):
+                if self._constraints_exclude_all(str(st.get("Err") or "")):
                     unplaced.append(time.monotonic())
                     if unplaced[-1] - unplaced[0] >= UNPLACED_GRACE:
                         raise LabError(self._unplaceable(name, str(st.get("Err"))))
-                else:
+                else:  # no node yet for a passing reason (a port still held, resources): Swarm retries
                     unplaced.clear()
             return None
 
         return wait_until(running_task, timeout, lambda: (
             f"{name} did not start within {timeout:.0f}s on the swarm (last task state {last[0]}); "
             f"`docker service ps {name} --no-trunc` tells why"), interval=0.1)
+
+    def _constraints_exclude_all(self, err: str) -> bool:
+        """Whether the scheduler's "no suitable node (...)" says the constraints rule out every node: that never
+        passes. (Other reasons -- a host port still held, no resources -- do, and Swarm retries.)"""
+        found = re.search(r"scheduling constraints not satisfied on (\d+) nodes?", err)
+        if "no suitable node" not in err or found is None:
+            return False
+        return int(found.group(1)) >= len(self.api.nodes())
 
     def _unplaceable(self, name: str, why: str) -> str:
         nodes = []
