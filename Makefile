@@ -17,8 +17,7 @@ images: setup
 	$(VENV)/bin/claude-lab build
 
 test: setup
-	$(VENV)/bin/python -m pytest -m "not sigint" $(PYTEST_ARGS)
-	$(VENV)/bin/python -m pytest -m sigint $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 bench: setup
 	for b in agent_start cli parallel_agents stats recording workspace experiment swarm; do $(VENV)/bin/python benchmarks/$$b.py || exit 1; done

@@ -7,6 +7,7 @@ Labs of other pytest sessions running at the same time are left alone.
 from __future__ import annotations
 
 import socket
+import signal
 import uuid
 from pathlib import Path
 
@@ -26,29 +27,25 @@ def free_port() -> int:
 
 
 @pytest.fixture(autouse=True)
-def sigint_stays_python_s(request):
-    """Ctrl-C must keep raising KeyboardInterrupt: a test (or the code it drives) that leaves another SIGINT
-    handler behind fails here, naming itself, instead of breaking a later Ctrl-C test."""
-    import signal
-
-    def os_view() -> str:  # what the kernel does with SIGINT for the main thread: blocked? ignored?
-        import os
-        import threading
-
-        fields = {}
-        with open(f"/proc/{os.getpid()}/task/{threading.main_thread().native_id}/status") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                fields[key] = value.strip()
-        return ",".join(k for k in ("SigBlk", "SigIgn") if int(fields.get(k, "0"), 16) & (1 << (signal.SIGINT - 1)))
-
-    before, before_os = signal.getsignal(signal.SIGINT), os_view()
+def sigint_handler_kept(request):
+    """A test (or the code it drives) that leaves another SIGINT handler behind fails, naming itself,
+    instead of breaking a later Ctrl-C test."""
+    before = signal.getsignal(signal.SIGINT)
     yield
-    after, after_os = signal.getsignal(signal.SIGINT), os_view()
-    if after is not before or after_os != before_os:
+    after = signal.getsignal(signal.SIGINT)
+    if after is not before:
         signal.signal(signal.SIGINT, before)
-        pytest.fail(f"{request.node.nodeid} left SIGINT handled by {after!r} (was {before!r}); in the kernel's view "
-                    f"{after_os or 'delivered'} (was {before_os or 'delivered'})")
+        pytest.fail(f"{request.node.nodeid} left SIGINT handled by {after!r} (was {before!r})")
+
+
+@pytest.fixture
+def ctrl_c():
+    """Ctrl-C raises KeyboardInterrupt in the main thread, as in a terminal or a kernel, however this run was
+    started: a runner launched in the background by a non-interactive shell inherits SIGINT ignored, and
+    Python then installs no handler (a real SIGINT would do nothing)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
 
 
 @pytest.fixture(scope="session")

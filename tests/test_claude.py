@@ -133,8 +133,7 @@ def test_cancel_from_another_thread_stops_claude_stream(lab: Lab):
     assert leftovers(lab, "agent-001") == []  # ...and nothing of it is left
 
 
-@pytest.mark.sigint
-def test_ctrl_c_stops_claude_and_returns_a_cancelled_result(lab: Lab):
+def test_ctrl_c_stops_claude_and_returns_a_cancelled_result(lab: Lab, ctrl_c):
     lab.create_agent("agent-001", progress=False)
     marker = f"/tmp/started-{uuid.uuid4().hex[:8]}"
     # One model per run: a stopped CLI may still send one last request, which must not eat the next run's turn.

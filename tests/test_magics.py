@@ -153,8 +153,7 @@ def test_in_container_nonzero_exit_and_timeout_raise(ip, lab: Lab, record):
     assert "Traceback" not in shown and "magics.py" not in shown
 
 
-@pytest.mark.sigint
-def test_interrupt_stops_commands_and_runs_inside_the_container(ip, lab: Lab, record):
+def test_interrupt_stops_commands_and_runs_inside_the_container(ip, lab: Lab, record, ctrl_c):
     lab.create_agent("agent-001", progress=False)
     out, err = record()
     marker = f"/tmp/started-{uuid.uuid4().hex[:8]}"
