@@ -18,20 +18,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import free_port, stop_on_sigterm  # noqa: E402
+from common import scratch_lab  # noqa: E402
 
-from claude_lab import Lab  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,17 +53,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=7, help="timed runs per side (default 7)")
     args = parser.parse_args()
-    stop_on_sigterm()
-    folder = Path(tempfile.mkdtemp(prefix="claude-lab-bench-cli-"))
-    name = f"bench-cli-{uuid.uuid4().hex[:8]}"
-    lab = Lab(folder, name=name, postgres_port=free_port(), redis_port=free_port())
     py = sys.executable
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     print(f"claude-lab CLI benchmark: {args.runs} runs a side; load average {os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} CPUs")
-    try:
+    with scratch_lab("bench-cli") as lab:
         container = lab.create_agent("bench", progress=False, source=None).name
-        cli = [py, "-m", "claude_lab.cli", "-C", str(folder), "-n", name]
+        cli = [py, "-m", "claude_lab.cli", "-C", str(lab.config.project_dir), "-n", lab.name]
         pairs = {
             "CLI exec (exec agent -- true)": (["docker", "exec", container, "true"], cli + ["exec", "bench", "--", "true"], 3.0),
             "CLI start (--help)": (["docker", "--help"], cli + ["--help"], 3.0),
@@ -85,11 +77,6 @@ def main() -> None:
                                  "'requests', 'rich', 'typer') if m in sys.modules))"], capture_output=True, text=True,
                                 env=env).stdout.strip()
         print(f"`import claude_lab.cli` loads: {loaded}")
-    except KeyboardInterrupt:
-        print("interrupted; cleaning up")
-    finally:
-        lab.destroy(volumes=True)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

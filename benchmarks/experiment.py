@@ -21,18 +21,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import GIT_ENV, free_port, stop_on_sigterm  # noqa: E402
+from common import scratch_lab  # noqa: E402
 
 from claude_lab import Lab, ScriptedModel, Task  # noqa: E402
 from claude_lab.service import ClaudeCodeDockerService  # noqa: E402
@@ -93,19 +89,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="timed rounds per side (default 2)")
     parser.add_argument("--concurrency", type=int, default=4)
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="claude-lab-bench-exp-"))
-    (folder / "README.md").write_text("# bench\n")
-    for cmd in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "start"]):
-        subprocess.run(["git", "-C", str(folder), *cmd], check=True, capture_output=True,
-                       env={**os.environ, **GIT_ENV})
-    lab = Lab(folder, name=f"bench-exp-{uuid.uuid4().hex[:8]}", postgres_port=free_port(), redis_port=free_port())
-
-    stop_on_sigterm()
     print(f"claude-lab experiment benchmark: {len(TASKS)} tasks x {len(VARIANTS)} variants x {TRIALS} trials at "
           f"concurrency {args.concurrency}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     base: list[float] = []
     ours: list[float] = []
-    try:
+    with scratch_lab("bench-exp", git=True) as lab:
         lab.build(progress=False)
         baseline(lab, args.concurrency, "warm")  # the first agents warm the seed cache and the lab network
         for r in range(args.rounds):
@@ -115,11 +103,6 @@ def main() -> None:
         ratio = statistics.median(ours) / statistics.median(base)
         print(f"12 trials: baseline {statistics.median(base):.1f} s   experiment {statistics.median(ours):.1f} s   "
               f"ratio {ratio:.2f}  goal <= {GOAL} {'PASS' if ratio <= GOAL else 'MISS'}")
-    except KeyboardInterrupt:
-        print("interrupted; cleaning up")
-    finally:
-        lab.destroy(volumes=True)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -27,19 +27,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import free_port, stop_on_sigterm  # noqa: E402
+from common import scratch_lab  # noqa: E402
 
 from claude_lab import Lab, ScriptedModel  # noqa: E402
 from claude_lab.model import scripted as model_module  # noqa: E402
@@ -207,26 +204,17 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=60, help="timed requests per side for (a) (default 60)")
     parser.add_argument("--parts", default="abcd", help="which parts to run (default abcd)")
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="claude-lab-bench-"))
-    lab = Lab(folder, name=f"bench-{uuid.uuid4().hex[:8]}", postgres_port=free_port(), redis_port=free_port())
-
-    stop_on_sigterm()
     print(f"claude-lab recording benchmark; load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} CPUs")
-    try:
+    with scratch_lab("bench") as lab:
         if "a" in args.parts:
-            bench_requests(args.requests, folder)
+            bench_requests(args.requests, lab.config.project_dir)
         if "b" in args.parts or "c" in args.parts:
             bench_runs(lab, args.runs)
         if "d" in args.parts:
             if "b" not in args.parts and "c" not in args.parts:
                 lab.create_agent("bench-agent", progress=False)
             bench_boundary(lab, args.runs + 4)
-    except KeyboardInterrupt:
-        print("interrupted; cleaning up")
-    finally:
-        lab.destroy(volumes=True)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 
-from .util.lazy import lazy
 from . import naming as n
 from .agents import Agent
 from .config import LabConfig
@@ -39,6 +38,7 @@ from .stats import StatsSampler, run_resources, snapshot
 from .util import views
 from .util.undo import Undo
 from .workspace import seed as seeding
+from .util.lazy import lazy
 
 pd = lazy("pandas")  # loaded when a DataFrame is made (the CLI starts without it)
 

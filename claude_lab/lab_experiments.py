@@ -6,15 +6,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 
-from .util.lazy import lazy
 from . import naming as n
 from .containers.services import WORKSPACE
 from .errors import ConfigError, LabError, NotFound
 from .experiments.runner import Experiment
 from .experiments.tasks import fingerprint, normalize_tasks, normalize_variants, spec
 from .runs.store import now_iso
-from .workspace import roundtrip
 from .workspace.hostgit import ProjectRepo
+from .util.lazy import lazy
 
 pd = lazy("pandas")  # loaded when a DataFrame is made (the CLI starts without it)
 
@@ -25,7 +24,6 @@ if TYPE_CHECKING:
     from .engine.face import EngineFace
     from .runs.runner import Run
     from .runs.store import RunStore
-    from .workspace.roundtrip import MergeResult
 
 TRIAL_BUNDLE = "trial.bundle"  # a trial's work, kept in the run store for `merge` once its agent is gone
 
@@ -50,7 +48,7 @@ class _Trials:
         return self.lab.agent(agent_id)
 
     def keep_work(self, agent_id: str, run_id: str) -> None:
-        _, info, bundle = self.lab._outgoing(agent_id)
+        bundle = self.lab._outgoing(agent_id)[2]
         self.lab.run_store.put_artifact(run_id, TRIAL_BUNDLE, bundle)
 
     def remove_trial_agent(self, agent_id: str) -> None:
@@ -77,8 +75,8 @@ class ExperimentsRoom:
         def remove_agent(self, agent_id: str, volumes: bool = False) -> None: ...
         def claude_stream(self, agent_id: str, prompt: str, **kwargs: Any) -> "Run": ...
         def exec(self, target: str, command: Any, **kwargs: Any) -> "ExecResult": ...
-        def merge(self, agent_id: str, message: str | None = None) -> "MergeResult": ...
         def _outgoing(self, agent_id: str) -> tuple[Any, Any, bytes]: ...
+        def _merge_bundle(self, repo: ProjectRepo, agent_id: str, bundle: bytes, message: str | None) -> Any: ...
 
     def experiment(self, name: str, tasks: Iterable[Any], trials: int = 1,
                    variants: Mapping[str, Mapping[str, Any]] | None = None, model: Any = None,
@@ -132,18 +130,14 @@ class ExperimentsRoom:
                                            "cost_usd", "base_commit", "created_at", "updated_at"])
 
     def _merge_trial(self, name: str, run_id: str, message: str | None) -> Any:
-        row = next(r for r in self.run_store.trial_rows(name) if r["run_id"] == run_id)
-        agent_id = row["agent"]
-        info = self.engine.container(n.container_name(self.name, n.AGENT_ROLE, agent_id))
-        if info is not None and info.running:
-            return self.merge(agent_id, message)
+        """The trial's work as kept after its run (before the scorer touched the workspace), merged."""
+        agent_id = next(r["agent"] for r in self.run_store.trial_rows(name) if r["run_id"] == run_id)
         bundle = self.run_store.artifact(run_id, TRIAL_BUNDLE)
         if bundle is None:
             raise LabError(f"trial run {run_id} kept no work to merge (its agent was not seeded from the project, "
                            f"or the trial failed before its work was kept)")
-        repo = ProjectRepo.at(self.config.project_dir)
-        commit = roundtrip.receive(repo, bundle, agent_id)
-        return roundtrip.merge(repo, agent_id, commit, message or f"claude-lab: merge trial {run_id} of {name}")
+        return self._merge_bundle(ProjectRepo.at(self.config.project_dir), agent_id, bundle,
+                                  message or f"claude-lab: merge trial {run_id} of {name}")
 
     def _export_inspect(self, exp: Experiment, path: str) -> Any:
         from .experiments.inspect_log import write_inspect_log

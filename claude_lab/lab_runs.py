@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 
-from .util.lazy import lazy
 from . import naming as n
 from .containers.execution import ExecStream, command_argv
 from .errors import LabError
@@ -20,6 +19,7 @@ from .runs.recorder import record_exec, recorder_for
 from .runs.replay import replay
 from .runs.runner import Run, RunTarget, claude_argv
 from .runs.store import RunStore
+from .util.lazy import lazy
 
 pd = lazy("pandas")  # loaded when a DataFrame is made (the CLI starts without it)
 

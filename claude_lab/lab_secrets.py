@@ -8,9 +8,9 @@ import os
 from typing import TYPE_CHECKING, Iterable
 
 
-from .util.lazy import lazy
 from . import naming as n
 from .containers.agent_secrets import SecretBook, make_secret
+from .util.lazy import lazy
 
 pd = lazy("pandas")  # loaded when a DataFrame is made (the CLI starts without it)
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 
-from .util.lazy import lazy
 from . import naming as n
 from .containers.services import WORKSPACE
 from .engine.types import ContainerInfo
@@ -20,6 +19,7 @@ from .workspace import agent_git, files, roundtrip
 from .workspace import seed as seeding
 from .workspace.hostgit import ProjectRepo
 from .workspace.roundtrip import MergeResult, agent_branch
+from .util.lazy import lazy
 
 pd = lazy("pandas")  # loaded when a DataFrame is made (the CLI starts without it)
 
@@ -146,8 +146,12 @@ class WorkspaceRoom:
         """Fetch, then merge `claude-lab/<agent-id>` into the project's current branch. Raises `MergeConflict`
         (and changes nothing) when your uncommitted changes touch a file the merge would change, or when the
         merge conflicts; a detached HEAD is refused too."""
-        repo, _, commit = self._fetch(agent_id)
-        return roundtrip.merge(repo, agent_id, commit, message)
+        repo, _, bundle = self._outgoing(agent_id)
+        return self._merge_bundle(repo, agent_id, bundle, message)
+
+    def _merge_bundle(self, repo: ProjectRepo, agent_id: str, bundle: bytes, message: str | None) -> MergeResult:
+        """An agent's work (its outgoing bundle) into the project: its branch fetched, then merged."""
+        return roundtrip.merge(repo, agent_id, roundtrip.receive(repo, bundle, agent_id), message)
 
     def apply(self, agent_id: str) -> list[str]:
         """Fetch, then the agent's changes (since its base) into the project's working tree as uncommitted

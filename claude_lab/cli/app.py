@@ -10,7 +10,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..util.lazy import lazy
 from .._version import __version__
 from ..errors import (
     AlreadyExists,
@@ -28,6 +27,7 @@ from ..errors import (
     PortInUse,
 )
 from ..util.hints import in_idiom
+from ..util.lazy import lazy
 
 if TYPE_CHECKING:
     from ..images import BuildEvent
@@ -112,12 +112,8 @@ def _fit(df: pd.DataFrame, width: int, importance: list[str] | None) -> tuple[pd
     return pd.DataFrame({c: cells[c] for c in shown}, columns=shown), hidden[::-1]
 
 
-def _emit(df: pd.DataFrame, title: str, importance: list[str] | None = None) -> None:
-    """A table: --json prints the records; else a table fitted to the terminal (or 80 columns in a pipe):
-    the least important columns (the end of `importance`, else the last ones) are left out, and said."""
-    if state.json:
-        print(df.to_json(orient="records", date_format="iso"))
-        return
+def _table(df: pd.DataFrame, title: str, importance: list[str] | None = None) -> tuple[Table, list[str]]:
+    """The rich table of `df` fitted to the terminal, and the columns it leaves out."""
     shown, hidden = _fit(df, out.width, importance)
     table = Table(title=title, title_justify="left")
     for col in shown.columns:  # what must stay readable gets its width first; a cell too long folds, never "…"
@@ -125,6 +121,16 @@ def _emit(df: pd.DataFrame, title: str, importance: list[str] | None = None) -> 
         table.add_column(str(col), overflow="fold", min_width=min(need, 40) if col in KEEP else None)
     for row in shown.itertuples(index=False):
         table.add_row(*(escape(v) for v in row))
+    return table, hidden
+
+
+def _emit(df: pd.DataFrame, title: str, importance: list[str] | None = None) -> None:
+    """A table: --json prints the records; else a table fitted to the terminal (or 80 columns in a pipe):
+    the least important columns (the end of `importance`, else the last ones) are left out, and said."""
+    if state.json:
+        print(df.to_json(orient="records", date_format="iso"))
+        return
+    table, hidden = _table(df, title, importance)
     out.print(table)
     if hidden:
         out.print(f"[dim]not shown at {out.width} columns: {', '.join(hidden)} (a wider terminal or --json "

@@ -18,14 +18,9 @@ app.add_typer(experiment_app, name="experiment")
 
 def _scripted_factory(path: Path) -> Any:
     """A ScriptedModel per trial, from a JSON file of turns (a list), or of {"task": [turns], ...} per task."""
-    from ..model.scripted import ScriptedModel
+    from ..model.scripted import ScriptedModel, load_turns
 
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read the scripted turns {str(path)!r}: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise ConfigError(f"{path} is not JSON: {exc}") from None
+    data = load_turns(path)
 
     def factory(task: str, trial: int) -> ScriptedModel:
         turns = data.get(task, data.get("*")) if isinstance(data, dict) else data

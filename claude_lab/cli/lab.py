@@ -12,9 +12,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..util.lazy import lazy
 from ..errors import LabError, LabTimeout
 from .app import _emit, _fail, _lab, _progress, _run, _verbose_progress, app, err, out, state
+from ..util.lazy import lazy
 
 pd = lazy("pandas")  # loaded when a DataFrame is made (the CLI starts without it)
 
@@ -142,15 +142,9 @@ def stats(
 
 
 def _stats_table(lab) -> Table:
-    from .app import _fit
+    from .app import _table
 
-    frame, _ = _fit(_stats_frame(lab), out.width, STATS_IMPORTANCE)
-    table = Table(title=f"lab {lab.name}: stats", title_justify="left")
-    for col in frame.columns:
-        table.add_column(col, overflow="fold")
-    for row in frame.itertuples(index=False):
-        table.add_row(*(escape(v) for v in row))
-    return table
+    return _table(_stats_frame(lab), f"lab {lab.name}: stats", STATS_IMPORTANCE)[0]
 
 
 def _short(lab, df: pd.DataFrame) -> pd.DataFrame:

@@ -9,9 +9,9 @@ from typing import Any, List, Optional
 import typer
 from rich.markup import escape
 
-from ..util.lazy import lazy
-from ..errors import AuthenticationError, ConfigError, LabError, ModelUnreachable, ReplayDivergence
+from ..errors import AuthenticationError, LabError, ModelUnreachable, ReplayDivergence
 from .app import _emit, _fail, _lab, _run, app, err, out, state
+from ..util.lazy import lazy
 
 pd = lazy("pandas")  # loaded when a DataFrame is made (the CLI starts without it)
 
@@ -23,17 +23,9 @@ RUNS_IMPORTANCE = ["run_id", "agent", "kind", "status", "started_at", "duration_
 
 
 def _scripted(path: Path) -> Any:
-    from ..model.scripted import ScriptedModel
+    from ..model.scripted import ScriptedModel, load_turns
 
-    try:
-        turns = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"--scripted {str(path)!r} cannot be read: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise ConfigError(f"--scripted {path}: not JSON ({exc}); give a list of turns, e.g. "
-                          f"[[{{\"type\": \"tool_use\", \"name\": \"Bash\", \"input\": {{\"command\": \"ls\"}}}}], "
-                          f"\"done\"]") from None
-    return ScriptedModel(turns)
+    return ScriptedModel(load_turns(path))
 
 
 @app.command()

@@ -4,10 +4,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable
 
 
-from ..util.lazy import lazy
 from .. import naming as n
 from ..engine.types import ContainerInfo
 from ..netguard import sidecar as guard
+from ..util.lazy import lazy
 
 pd = lazy("pandas")  # loaded when a DataFrame is made (the CLI starts without it)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 from typing import Any
 
 
-from ..util.lazy import lazy
 from .scoring import pass_at_k
+from ..util.lazy import lazy
 
 pd = lazy("pandas")  # loaded when a DataFrame is made (the CLI starts without it)
 

@@ -15,13 +15,13 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
 
 
-from ..util.lazy import lazy
 from ..errors import LabError
 from ..runs.experiment_store import FINISHED
 from ..util import views
 from .frames import rows_frame, summary_frame
 from .scoring import diff_lines, score_from_output
 from .tasks import Task
+from ..util.lazy import lazy
 
 pd = lazy("pandas")  # loaded when a DataFrame is made (the CLI starts without it)
 

@@ -25,6 +25,7 @@ import secrets
 import string
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence, Union
 from urllib.parse import urlsplit
 
@@ -34,7 +35,7 @@ from .grants import token_of
 from .serving import BackgroundServer, StreamingHandler
 from .wire import ERROR_TYPES, error_json, request_kind
 
-__all__ = ["DONE_TEXT", "REDACTED", "SIDE_TEXT", "ModelRequest", "ScriptError", "ScriptedModel"]
+__all__ = ["DONE_TEXT", "REDACTED", "SIDE_TEXT", "ModelRequest", "ScriptError", "ScriptedModel", "load_turns"]
 
 Block = dict[str, Any]
 Turn = Union[str, Sequence[Mapping[str, Any]]]
@@ -403,3 +404,15 @@ class ScriptedModel(BackgroundServer):
                 handler.close_connection = True  # the client went away mid-stream; nothing to tell
         else:
             handler.send_json(200, reply.message(), request_id)
+
+
+def load_turns(path: str | Path) -> Any:
+    """The turns in a JSON file: a list of turns, or {"task name": [turns], "*": [turns]} (experiments)."""
+    p = Path(path).expanduser()
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ScriptError(f"the scripted turns {str(p)!r} cannot be read: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ScriptError(f"{p} is not JSON ({exc}); give a list of turns, e.g. [[{{\"type\": \"tool_use\", "
+                          f"\"name\": \"Bash\", \"input\": {{\"command\": \"ls\"}}}}], \"done\"]") from None

@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 
-from ..util.lazy import lazy
 from .._version import __version__
 from ..containers.execution import OutputChunk
 from ..errors import AlreadyExists, LabError, NotFound
@@ -48,6 +47,7 @@ from .experiment_store import EXPERIMENT_SCHEMA, ExperimentTables
 from ..util.folders import ensure_folder
 from .heartbeat import owner, owner_alive
 from .results import RunEvent, RunResult, tool_calls_from
+from ..util.lazy import lazy
 
 pd = lazy("pandas")  # loaded when a DataFrame is made (the CLI starts without it)
 

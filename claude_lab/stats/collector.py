@@ -6,11 +6,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Iterable
 
 
-from ..util.lazy import lazy
 from .. import naming as n
 from ..engine.types import ContainerBrief
 from ..errors import LabError
 from .readers import CgroupReader, Reading, api_readings, cpu_percent
+from ..util.lazy import lazy
 
 pd = lazy("pandas")  # loaded when a DataFrame is made (the CLI starts without it)
 

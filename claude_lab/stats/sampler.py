@@ -8,11 +8,11 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 
-from ..util.lazy import lazy
 from ..errors import LabError
 from ..engine.types import ContainerBrief
 from .collector import COLUMNS, Collector, frame
 from .readers import Reading
+from ..util.lazy import lazy
 
 pd = lazy("pandas")  # loaded when a DataFrame is made (the CLI starts without it)
 
