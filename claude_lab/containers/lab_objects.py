@@ -4,7 +4,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .. import naming as n
+from ..errors import LabError
 from ..util.undo import Undo
+from ..util.waiting import wait_until
 
 if TYPE_CHECKING:
     from ..engine.face import EngineFace
@@ -30,9 +32,27 @@ def ensure_volume(engine: "EngineFace", undo: Undo, lab: str, name: str, **label
         engine.create_volume(name, n.labels(lab, "volume", **labels))
 
 
-def attach_services(engine: "EngineFace", lab: str, network: str) -> None:
-    """Services are reachable by name from every group's network."""
+def attach_services(engine: "EngineFace", lab: str, network: str, timeout: float = 120.0) -> None:
+    """Services are reachable by name from every group's network. On a swarm attaching replaces a service's
+    task: wait until each one that was healthy is healthy again (an agent's firewall checks PostgreSQL)."""
+    attached = []
     for role in n.SERVICE_ROLES:
         name = n.container_name(lab, role)
-        if engine.container(name) is not None:
+        info = engine.container(name)
+        if info is not None:
             engine.connect(network, name, aliases=[role])
+            if info.running and info.health == "healthy":
+                attached.append(name)
+
+    def healthy() -> bool:
+        for name in attached:
+            info = engine.container(name)
+            if info is None or info.state in ("exited", "dead"):
+                raise LabError(f"{name} stopped while joining network {network}; see `docker logs {name}`")
+            if info.health != "healthy":
+                return False
+        return True
+
+    if attached:
+        wait_until(healthy, timeout, f"the lab's services were not healthy again {timeout:.0f}s after joining "
+                                     f"network {network}; see `claude-lab status`", interval=0.2)

@@ -76,7 +76,7 @@ def create_pod(engine: "EngineFace", cfg: "LabConfig", lab: str, req: AgentReque
     try:
         net = n.network_name(lab, req.group)
         if ensure_network(engine, undo, lab, net, req.group) and req.group is not None:
-            attach_services(engine, lab, net)
+            attach_services(engine, lab, net, cfg.health_timeout)
         ensure_volume(engine, undo, lab, n.workspace_volume(lab, req.agent_id), role="workspace", agent=req.agent_id,
                       **(workspace_labels or {}))
         if req.socket:
@@ -98,7 +98,8 @@ def create_pod(engine: "EngineFace", cfg: "LabConfig", lab: str, req: AgentReque
         # agent runs anything. Both noted before the call: an interrupted create is undone too.
         for container in (sidecar.name, name):
             undo.push(f"container {container}", lambda c=container: _remove_if_ours(engine, c, token))
-        info = engine.create_pod(sidecar, spec, ready=lambda: guard.wait_applied(engine, sidecar.name))
+        info = engine.create_pod(sidecar, spec, ready=lambda: guard.wait_applied(engine, sidecar.name,
+                                                                                 policy.apply_timeout))
         if then is not None:
             then(info)
         return info

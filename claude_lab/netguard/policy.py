@@ -183,6 +183,14 @@ class EgressPolicy:
     refresh: int = int(DEFAULT_REFRESH)
     check_blocked: tuple[str, int] | None = None
     check_allowed: tuple[str, int] | None = None
+    # seconds the allowed check may take: a swarm node learns a new overlay's endpoints by gossip, which can take
+    # half a minute for the first task of a group on a node
+    check_wait: int = 20
+
+    @property
+    def apply_timeout(self) -> float:
+        """How long the sidecar may take to report: names (8 s + 8 s), the blocked check (3 s), the allowed one."""
+        return self.check_wait + 40.0
 
     @property
     def entries(self) -> tuple[AllowEntry, ...]:
@@ -304,6 +312,7 @@ class EgressPolicy:
             env["NETGUARD_CHECK_BLOCKED"] = f"{self.check_blocked[0]} {self.check_blocked[1]}"
         if self.check_allowed:
             env["NETGUARD_CHECK_ALLOWED"] = f"{self.check_allowed[0]} {self.check_allowed[1]}"
+            env["NETGUARD_CHECK_WAIT"] = str(self.check_wait)
         return env
 
 

@@ -29,7 +29,7 @@ NETGUARD_LABEL = n.NETGUARD
 SIDECAR_MEMORY = "48m"
 SIDECAR_PIDS = 64
 SIDECAR_CPUS = 0.25
-APPLY_TIMEOUT = 60.0
+LOCAL_CHECK_WAIT, SWARM_CHECK_WAIT = 20, 90  # seconds the self-check waits for PostgreSQL to answer
 
 
 def host_addresses(engine: EngineFace) -> list[str]:
@@ -72,6 +72,7 @@ def policy_for(engine: EngineFace, cfg: LabConfig, lab_name: str, group: str | N
         host_allow=tuple(host_allow), dns_servers=tuple(engine.dns_servers()),
         refresh=int(cfg.egress_refresh),
         check_blocked=(gw4, 9) if gw4 else None, check_allowed=check_allowed,
+        check_wait=SWARM_CHECK_WAIT if engine.backend != "local" else LOCAL_CHECK_WAIT,
     )
 
 
@@ -177,8 +178,11 @@ def _since_start(result: dict[str, Any], info: ContainerInfo | None) -> bool:
     return str(result.get("at", "")) >= info.started_at.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def wait_applied(engine: EngineFace, sidecar: str, timeout: float = APPLY_TIMEOUT) -> dict[str, Any]:
-    """Poll the sidecar's log until its current run reports the rules applied and checked; raise if not."""
+def wait_applied(engine: EngineFace, sidecar: str, timeout: float | None = None) -> dict[str, Any]:
+    """Poll the sidecar's log until its current run reports the rules applied and checked; raise if not.
+    `timeout` defaults to the policy's `apply_timeout` for this backend."""
+    if timeout is None:
+        timeout = (LOCAL_CHECK_WAIT if engine.backend == "local" else SWARM_CHECK_WAIT) + 40.0
     def reported() -> dict[str, Any] | None:
         info = engine.container(sidecar)
         result = last_result(engine, sidecar)
@@ -194,8 +198,19 @@ def wait_applied(engine: EngineFace, sidecar: str, timeout: float = APPLY_TIMEOU
                            f"(exit {info.exit_code if info else '?'}); see `docker logs {sidecar}`")
         return None
 
-    return wait_until(reported, timeout, f"the egress firewall {sidecar} did not report within {timeout:.0f}s; "
-                                         f"see `docker logs {sidecar}`")
+    def how_far() -> str:
+        info = engine.container(sidecar)
+        try:
+            raw = engine.logs(sidecar, tail=5)
+            text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else ""
+            tail = " | ".join(line.strip() for line in text.splitlines() if line.strip())
+        except LabError:
+            tail = ""
+        return (f"the egress firewall {sidecar} did not report within {timeout:.0f}s (state: "
+                f"{info.state if info else 'gone'}; its last output: {tail or 'none'}); "
+                f"see `docker logs {sidecar}`")
+
+    return wait_until(reported, timeout, how_far)
 
 
 def guard_of(engine: EngineFace, agent: ContainerInfo) -> ContainerInfo | None:

@@ -78,15 +78,18 @@ check_blocked() { # refused, and counted by the host-deny rule: the refusal is o
   echo "FAILED: $1:$2 did not hit the host rule"; return 1
 }
 
-check_allowed() { # answers within 20 s (a service may still be starting after an engine restart)
+check_allowed() { # answers within NETGUARD_CHECK_WAIT s (a service may still be starting after an engine
+  # restart; on a swarm a node learns a new overlay's endpoints by gossip)
   [ -n "${NETGUARD_CHECK_ALLOWED:-}" ] || { echo "no allowed target to check"; return 0; }
   set -- $NETGUARD_CHECK_ALLOWED
-  i=0
-  while [ $i -lt 20 ]; do
+  wait_s=${NETGUARD_CHECK_WAIT:-20}
+  end=$(( $(date +%s) + wait_s ))  # wall clock: each try may itself wait up to 2 s
+  while :; do
     if nc -z -w 2 "$1" "$2" 2>/dev/null; then echo "answered: $1:$2"; return 0; fi
-    i=$((i + 1)); sleep 1
+    [ "$(date +%s)" -lt "$end" ] || break
+    sleep 1
   done
-  echo "FAILED: $1:$2 did not answer"; return 1
+  echo "FAILED: $1:$2 did not answer within $wait_s s"; return 1
 }
 
 report() { # event ok error
