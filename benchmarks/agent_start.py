@@ -11,6 +11,11 @@
     first agent); the informational row (a') is the same with the lab network already there
     (any later agent, or after `lab.up()`).
 (b) exec latency: `lab.exec(agent, "true")` against `container.exec_run("true")`, same container.
+(c) agent from the warm pool: `create_agent` + first exec claiming a pod of a filled pool (agent_pool=1,
+    refilled outside the timing), against the raw start of (a).
+(d) cold agent against raw docker-py making the same two containers (the sidecar, with NET_ADMIN, owning
+    the network namespace; the agent joining it) + `exec_run`: the firewall's rules and self-check are
+    what claude-lab adds.
 
 Runs are interleaved (lab, raw, lab, raw, ...) so drift in the engine hits both sides alike;
 containers, volumes and networks are removed after each timing, outside the timed section.
@@ -48,6 +53,7 @@ from claude_lab.lab import Lab  # noqa: E402
 
 GOAL_START = 1.3
 GOAL_EXEC = 1.15
+GOAL_POOL = 0.3
 BENCH_LABEL = "claude-lab-bench"  # on the raw baseline containers, to find them again on cleanup
 
 
@@ -118,6 +124,44 @@ class Bench:
             raise RuntimeError(f"raw exec_run `true` exited {result.exit_code}: {result.output!r}")
         container.remove(force=True)
         self.raw_ids.remove(container.id)
+        return ms(elapsed)
+
+    # (c) an agent from the warm pool: the pool is filled outside the timing, then create_agent claims a pod
+    def pool_start(self, pool_lab: Lab) -> float:
+        pool_lab.fill_pool()
+        agent_id = self._next_id("pooled")
+        t0 = time.perf_counter()
+        agent = pool_lab.create_agent(agent_id, progress=False)
+        result = pool_lab.exec(agent_id, "true")
+        elapsed = time.perf_counter() - t0
+        if result.exit_code != 0 or n.POOL not in agent.info.labels:
+            raise RuntimeError(f"the pooled agent was not claimed from the pool, or `true` failed: {result}")
+        pool_lab.remove_agent(agent_id, volumes=True)
+        return ms(elapsed)
+
+    # (d)'s baseline: the same two containers as an agent's pod (a sidecar owning the network namespace, the
+    # agent joining it), made by docker-py, then exec_run -- without any firewall rules or self-check
+    def raw_pod_start(self) -> float:
+        net = n.network_name(self.lab.name)
+        self.lab.engine.ensure_network(net, n.labels(self.lab.name, "network"))
+        t0 = time.perf_counter()
+        sidecar = self.client.containers.run(self.lab.config.image("netguard"), command=["sleep", "infinity"],
+                                             entrypoint=[], detach=True, network=net, cap_drop=["ALL"],
+                                             cap_add=["NET_ADMIN", "NET_RAW"], labels={BENCH_LABEL: self.lab.name})
+        self.raw_ids.append(sidecar.id)
+        kwargs = {k: v for k, v in self.raw_kwargs.items()}
+        agent = self.client.containers.run(self.image, command=["sleep", "infinity"], detach=True,
+                                           network_mode=f"container:{sidecar.id}", **kwargs)
+        self.raw_ids.append(agent.id)
+        result = agent.exec_run("true")
+        elapsed = time.perf_counter() - t0
+        if result.exit_code != 0:
+            raise RuntimeError(f"raw exec_run `true` exited {result.exit_code}: {result.output!r}")
+        agent.remove(force=True)
+        sidecar.remove(force=True)
+        self.raw_ids.remove(agent.id)
+        self.raw_ids.remove(sidecar.id)
+        self.lab.engine.remove_network(net)
         return ms(elapsed)
 
     # (b) exec latency
@@ -489,6 +533,14 @@ def main(argv: list[str] | None = None) -> int:
             sides.append(("lab-kept", lambda: bench.lab_start(network_exists=True)))
         start = interleave(args.runs, args.warmup, sides, "agent start")
 
+        pool_lab = Lab(project, name=name, postgres_port=lab.config.postgres_port,
+                       redis_port=lab.config.redis_port, agent_pool=1, engine=lab.engine)
+        lab.build(["netguard"], progress=False)
+        pooled = interleave(args.runs, args.warmup, [("pool", lambda: bench.pool_start(pool_lab)),
+                                                     ("raw", bench.raw_start), ("lab", lambda: bench.lab_start(True)),
+                                                     ("raw-pod", bench.raw_pod_start)], "pool and pods")
+        pool_lab.drain_pool()
+
         agent_id, container = bench.exec_target()
         execs = interleave(args.exec_runs, args.warmup,
                            [("lab", lambda: bench.lab_exec(agent_id)), ("raw", lambda: bench.raw_exec(container))],
@@ -500,6 +552,8 @@ def main(argv: list[str] | None = None) -> int:
         if "lab-kept" in start:
             rows.append(Row("(a') same, lab network already exists", start["lab-kept"], start["raw"], None))
         rows.append(Row("(b) exec latency: exec('true')", execs["lab"], execs["raw"], GOAL_EXEC))
+        rows.append(Row("(c) agent from the warm pool (+ 1st exec)", pooled["pool"], pooled["raw"], GOAL_POOL))
+        rows.append(Row("(d) cold agent vs raw two-container pod", pooled["lab"], pooled["raw-pod"], GOAL_START))
         print_table(rows, f"{args.runs} starts and {args.exec_runs} execs per side, interleaved, "
                           f"after {args.warmup} warm-up rounds")
 

@@ -11,6 +11,9 @@ local backend in the same run.
 (b) exec latency: `lab.exec(agent, "true")` on an agent that runs on a *worker* (its engine reached
     over TCP), against the same call on a local-backend agent, interleaved; plus the raw docker-py
     `exec_create`+`exec_start` on that worker's engine (what the swarm backend adds on top of it).
+(c) destroy: `lab.destroy(volumes=True)` of a lab with 6 agents (and their sidecars), each backend.
+(d) a new group: `create_agent(group=NEW)` for its first agent (the services join the group's overlay) and
+    for a second one, on a swarm lab that is up.
 
 The sim is the one `claude-lab swarm-sim up` made (`--sim NAME`); if there is none the script starts
 one and removes it at the end. Labs are `bench-<uuid>`, destroyed at the end (also on Ctrl-C).
@@ -56,6 +59,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=10, help="concurrent create_agent calls")
     ap.add_argument("--execs", type=int, default=30)
     ap.add_argument("--sim", default="claude-lab-sim")
+    ap.add_argument("--destroy-agents", type=int, default=6, help="agents in the labs whose destroy is timed")
     args = ap.parse_args()
 
     sim = sim_status(args.sim)
@@ -99,6 +103,29 @@ def main() -> None:
                     raw_w.append(t3 - t2)
             mw, ml, mr = (statistics.median(x) * 1000 for x in (lab_w, lab_l, raw_w))
 
+            # (c) destroy of a lab with N agents, each backend (the labs of (a) are destroyed here, timed)
+            for lab in (swarm, local):  # down to `--destroy-agents` agents first, outside the timing
+                for agent in lab.agents()[args.destroy_agents:]:
+                    lab.remove_agent(agent.id, volumes=True)
+            t0 = time.perf_counter()
+            swarm.destroy(volumes=True)
+            t_destroy_swarm = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            local.destroy(volumes=True)
+            t_destroy_local = time.perf_counter() - t0
+
+            # (d) a new group's first agent against a later one of that group, services up (swarm)
+            grouped = make_lab(Path(tmp), "group", backend="swarm", registry=sim.registry, model_host=sim.model_host,
+                               swarm_constraints=sim.constraints)
+            labs.append(grouped)
+            grouped.up(progress=False)
+            t0 = time.perf_counter()
+            grouped.create_agent("first", group="fresh", progress=False)
+            t_first = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            grouped.create_agent("later", group="fresh", progress=False)
+            t_later = time.perf_counter() - t0
+
             print(f"\n(a) {args.agents} agents ready ({args.threads} at a time), nodes used: {nodes}")
             print(f"    swarm  {t_swarm:7.1f} s  ({args.agents / t_swarm:.2f} agents/s)")
             print(f"    local  {t_local:7.1f} s  ({args.agents / t_local:.2f} agents/s)")
@@ -109,6 +136,16 @@ def main() -> None:
             print(f"    local lab.exec                {ml:6.1f} ms")
             print(f"    raw exec on the worker engine {mr:6.1f} ms")
             print(f"    ratio swarm/local = {mw / ml:.2f};  swarm lab.exec / raw on the same worker = {mw / mr:.2f}")
+            print(f"(c) destroy of a lab with {args.destroy_agents} agents (services none, sidecars included)")
+            print(f"    swarm  {t_destroy_swarm:7.1f} s")
+            print(f"    local  {t_destroy_local:7.1f} s")
+            print(f"    ratio swarm/local = {t_destroy_swarm / t_destroy_local:.2f}  (goal <= 1.5: "
+                  f"{'PASS' if t_destroy_swarm / t_destroy_local <= 1.5 else 'MISS'})")
+            print("(d) a new group's first agent (the services join its overlay) vs a later one, swarm, services up")
+            print(f"    first  {t_first:7.1f} s")
+            print(f"    later  {t_later:7.1f} s")
+            print(f"    ratio first/later = {t_first / t_later:.2f}  (goal <= 1.5: "
+                  f"{'PASS' if t_first / t_later <= 1.5 else 'MISS'})")
         finally:
             for lab in labs:
                 lab.destroy(volumes=True)

@@ -47,7 +47,7 @@ class Agent:
 
     @property
     def workspace_volume(self) -> str:
-        return n.workspace_volume(self.lab.name, self.id)
+        return n.agent_volume(self.lab.name, self.id, self.info.labels)
 
     def exec(self, command: str | Iterable[str], **kwargs: Any) -> ExecResult:
         return self.lab.exec(self.id, command, **kwargs)

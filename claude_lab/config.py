@@ -50,6 +50,7 @@ class LabConfig:
     agent_env: dict[str, str] = field(default_factory=dict)
     agent_source: str | None = None  # what a new agent's workspace is seeded from: "project" (the default in a git
     # project), "none" (an empty workspace; the default elsewhere), a folder or a git URL (cloned on the host)
+    agent_pool: Any = 0  # warm pool (containers/pool.py): agents kept ready, e.g. 2, or per group {"" = 2, team-a = 1}
     mount_docker_socket: bool = False
     read_only: bool = False  # read-only root filesystem, tmpfs scratch (containers/hardening.py); workspace stays writable
     runtime: str | None = None  # an alternative OCI runtime the engine has, e.g. "runsc" (gVisor)
@@ -105,6 +106,26 @@ class LabConfig:
             raise ConfigError(f"backend={self.backend!r}: use one of {', '.join(BACKENDS)} "
                               f"(\"swarm\" runs agents on a Docker Swarm, docs/scale-out.md)")
         check_settings(self)
+        self.pool_sizes()
+
+    def pool_sizes(self) -> dict[str | None, int]:
+        """`agent_pool` as {group (None: agents without one): how many ready agents to keep}."""
+        value = self.agent_pool
+        hint = "give a number of agents, e.g. agent_pool = 2, or one per group: agent_pool = {\"\" = 2, team-a = 1}"
+        if value is None or isinstance(value, bool):
+            raise ConfigError(f"agent_pool={value!r}: {hint}")
+        raw = {"": value} if isinstance(value, int) else value
+        if not isinstance(raw, dict):
+            raise ConfigError(f"agent_pool={value!r}: {hint}")
+        sizes: dict[str | None, int] = {}
+        for group, count in raw.items():
+            if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= 64:
+                raise ConfigError(f"agent_pool: {count!r} for group {group!r} is not a count from 0 to 64; {hint}")
+            if group != "":
+                validate_label(group, "group name in agent_pool")
+            if count:
+                sizes[group or None] = count
+        return sizes
 
     @property
     def project_name(self) -> str:
@@ -202,6 +223,9 @@ def _coerce(name: str, raw: str) -> Any:
             if raw.lower() not in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
                 raise ValueError(raw)
             return raw.lower() in {"1", "true", "yes", "on"}
+        if name == "agent_pool":  # "2", or per group "=2,team-a=1"
+            return int(raw) if raw.strip().isdigit() else {
+                group.strip(): int(count) for group, count in (item.split("=", 1) for item in raw.split(",") if item)}
         if name == "egress_allow":  # entries hold ':' (ports): separated by spaces instead
             return raw.split()
         if kind.startswith("list"):

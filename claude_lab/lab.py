@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Iterator
 from . import naming as n
 from .agents import Agent
 from .config import LabConfig
+from .containers import pool
 from .containers.pods import AgentRequest, create_pod
 from .containers.status import status_frame
 from .containers.execution import DEFAULT_MAX_OUTPUT, ExecResult, ExecStream, command_argv
@@ -29,6 +30,7 @@ from .engine import ContainerInfo, EngineFace, connect
 from .errors import AlreadyExists, LabError, NotFound, NotRunning
 from .images import BuildOutcome, ImageBuilder, Progress, reporter
 from .lab_experiments import ExperimentsRoom
+from .lab_pool import PoolRoom
 from .lab_runs import RunsRoom
 from .lab_secrets import SecretsRoom
 from .lab_workspace import WorkspaceRoom
@@ -36,6 +38,7 @@ from .model.scripted import ScriptedModel
 from .netguard import sidecar as guard
 from .stats import StatsSampler, run_resources, snapshot
 from .util import views
+from .util.parallel import parallel
 from .util.undo import Undo
 from .workspace import seed as seeding
 from .util.lazy import lazy
@@ -46,7 +49,7 @@ PORT_HINT = "Lab({key}=...), `{key} = ...` in claude-lab.toml, or CLAUDE_LAB_{KE
 _ENGINE_LOCK = threading.Lock()
 
 
-class Lab(RunsRoom, WorkspaceRoom, SecretsRoom, ExperimentsRoom):
+class Lab(RunsRoom, WorkspaceRoom, SecretsRoom, ExperimentsRoom, PoolRoom):
     """A project's lab: PostgreSQL, Redis, a dev container and any number of agents.
 
     >>> lab = Lab()                      # the project in the working directory
@@ -119,10 +122,15 @@ class Lab(RunsRoom, WorkspaceRoom, SecretsRoom, ExperimentsRoom):
         check_ports(self.config, published_ports(list(existing.values())), PORT_HINT)
         if build:
             self._ensure_images(SERVICE_IMAGES, progress)
+        if engine.backend != "local":  # every node the lab may use gets the agents' images now, all at once
+            self._ensure_images(["agent", "netguard"], progress)
+            engine.preload([self.config.image("agent"), self.config.image("netguard")])
         with Undo() as undo:
             start_services(engine, self.config, self.name, existing, undo)
             if wait:
                 self.wait_healthy()
+        if self.config.pool_sizes() and engine.backend == "local":
+            self.start_pool()  # the warm pool, topped up from this process while it holds the lab
         return self.status()
 
     def wait_healthy(self, timeout: float | None = None) -> None:
@@ -131,25 +139,25 @@ class Lab(RunsRoom, WorkspaceRoom, SecretsRoom, ExperimentsRoom):
                      logs=lambda name: self.logs(name, tail=20))  # type: ignore[arg-type, return-value]
 
     def down(self) -> pd.DataFrame:
-        """Stop every container of the lab (agents too); volumes and networks stay."""
-        for info in self.containers():
-            if info.running:
-                self.engine.stop(info.name, timeout=5)
+        """Stop every container of the lab (agents too); volumes and networks stay. The warm pool is removed."""
+        self.drain_pool()
+        parallel(lambda name: self.engine.stop(name, timeout=5), [c.name for c in self.containers() if c.running])
         return self.status()
 
     def destroy(self, volumes: bool = False) -> dict[str, list[str]]:
         """Remove every container and network of the lab, and its volumes when asked."""
-        removed: dict[str, list[str]] = {"containers": [], "networks": [], "volumes": []}
-        for info in self.containers():
-            self.engine.remove(info.name, force=True)
-            removed["containers"].append(info.name)
-        for net in self.engine.networks(self._mine()):
-            self.engine.remove_network(net.name)
-            removed["networks"].append(net.name)
-        if volumes:
-            for vol in self.engine.volumes(self._mine()):
-                self.engine.remove_volume(vol.name)
-                removed["volumes"].append(vol.name)
+        self.stop_pool()  # nothing made after this; the pool's volumes go with its pods, `volumes` or not
+        containers = self.containers()
+        pooled = [n.workspace_volume(self.name, c.labels[n.POOL]) for c in containers
+                  if c.labels.get(n.ROLE) == n.POOL_ROLE]
+        removed: dict[str, list[str]] = {
+            "containers": [c.name for c in containers],
+            "networks": [net.name for net in self.engine.networks(self._mine())],
+            "volumes": [vol.name for vol in self.engine.volumes(self._mine())] if volumes
+            else [v for v in pooled if self.engine.volume_exists(v)]}
+        self.engine.remove_many(removed["containers"], force=True)  # all at once: as long as the slowest
+        parallel(self.engine.remove_network, removed["networks"])
+        parallel(self.engine.remove_volume, removed["volumes"])
         self._images_checked.clear()
         return removed
 
@@ -158,7 +166,7 @@ class Lab(RunsRoom, WorkspaceRoom, SecretsRoom, ExperimentsRoom):
         removed: dict[str, list[str]] = {"containers": [], "networks": [], "volumes": []}
         gone: list[ContainerInfo] = []
         for info in self.containers():
-            if info.state in ("exited", "created", "dead"):
+            if info.state in ("exited", "created", "dead") and info.labels.get(n.ROLE) != pool.LOCK_ROLE:
                 self.engine.remove(info.name, force=False)
                 removed["containers"].append(info.name)
                 gone.append(info)
@@ -169,7 +177,7 @@ class Lab(RunsRoom, WorkspaceRoom, SecretsRoom, ExperimentsRoom):
                 removed["networks"].append(net.name)
         for info in gone if volumes else ():
             role = info.labels.get(n.ROLE)
-            vol = (n.workspace_volume(self.name, info.labels[n.AGENT]) if role == n.AGENT_ROLE
+            vol = (n.agent_volume(self.name, info.labels[n.AGENT], info.labels) if role == n.AGENT_ROLE
                    else n.postgres_volume(self.name) if role == n.POSTGRES else None)
             if vol is not None:
                 self.engine.remove_volume(vol)
@@ -212,6 +220,12 @@ class Lab(RunsRoom, WorkspaceRoom, SecretsRoom, ExperimentsRoom):
                               egress=egress, egress_allow=egress_allow, ports=ports)
         if engine.container(n.container_name(self.name, n.AGENT_ROLE, agent_id)) is not None:
             raise self._exists(agent_id)
+        try:
+            claimed = self._claim(req, source, ref, include_uncommitted)  # a warm one, when the pool serves this
+        except AlreadyExists as exc:
+            raise self._exists(agent_id) from exc
+        if claimed is not None:
+            return Agent(self, claimed)
         with seeding.temporary_folder() as folder:
             seed, labels = self._seed(agent_id, source, ref, include_uncommitted, Path(folder))
             self._ensure_images(["agent", "netguard"] if image is None else ["netguard"], progress)
@@ -240,15 +254,16 @@ class Lab(RunsRoom, WorkspaceRoom, SecretsRoom, ExperimentsRoom):
 
     def agents(self, group: str | None = None) -> list[Agent]:
         infos = self.engine.containers(self._mine(role=n.AGENT_ROLE, **({"group": group} if group else {})))
-        return [Agent(self, info) for info in sorted(infos, key=lambda c: c.name)]
+        return [Agent(self, info) for info in sorted(infos, key=lambda c: c.name)
+                if info.labels.get(n.ROLE) == n.AGENT_ROLE]  # not the warm pool's (role pool until claimed)
 
     def remove_agent(self, agent_id: str, volumes: bool = False) -> None:
         """Remove an agent's container; its workspace volume too when `volumes=True`."""
-        self.agent(agent_id)  # NotFound with the list of agents
+        info = self.agent(agent_id).info  # NotFound with the list of agents
         self.engine.remove(n.container_name(self.name, n.AGENT_ROLE, agent_id), force=True)
         self.engine.remove(guard.sidecar_name(self.name, agent_id), force=True)  # after the agent: its netns
         if volumes:
-            self.engine.remove_volume(n.workspace_volume(self.name, agent_id))
+            self.engine.remove_volume(n.agent_volume(self.name, agent_id, info.labels))
 
     # -- targets ---------------------------------------------------------------------------
     def container_name(self, target: str) -> str:

@@ -56,6 +56,7 @@ def sim_constraint(sim: str) -> str:
 
 # Roles of a lab's containers.
 DEV, POSTGRES, REDIS, AGENT_ROLE = "dev", "postgres", "redis", "agent"
+NETGUARD_ROLE, POOL_ROLE = "netguard", "pool"
 SERVICE_ROLES = (POSTGRES, REDIS, DEV)
 RESERVED_IDS = frozenset(SERVICE_ROLES) | {"default", "lab"}
 
@@ -97,8 +98,46 @@ def network_name(lab: str, group: str | None = None) -> str:
     return f"{lab}_net" if group is None else f"{lab}_group_{group}"
 
 
+# The warm pool (containers/pool.py). A pooled pod is made as agent `pool.<token>` (a dot: never an agent id), so
+# its containers are `<lab>_pool.<token>` and `<lab>_pool.<token>_netguard`. Docker's labels are fixed when a
+# container is made, so a claim gives the pod its agent's identity by the one thing that can change atomically:
+# its names (`<lab>_<agent>`, `<lab>_<agent>_netguard`). `identity()` reads labels and name together.
+POOL = f"{PREFIX}.pool"  # not a Docker label: added by identity(), the pool name a pool-born container was made as
+POOL_PREFIX = "pool."
+
+
+def pool_id(token: str) -> str:
+    return f"{POOL_PREFIX}{token}"
+
+
+def identity(name: str, labels: dict[str, str]) -> dict[str, str]:
+    """A container's labels as the lab reads them: Docker's, with a pool-born container's identity taken from
+    its name -- role `pool` (and no agent) until claimed, then the agent's id and role as a cold agent has."""
+    born, lab = labels.get(AGENT, ""), labels.get(LAB)
+    if not born.startswith(POOL_PREFIX) or not lab or not name.startswith(f"{lab}_"):
+        return labels
+    rest = name[len(lab) + 1:]
+    sidecar = rest.endswith("_netguard")
+    agent = rest[:-len("_netguard")] if sidecar else rest
+    out = {**labels, POOL: born}
+    if agent == born or agent.startswith(f"{born}."):  # still in the pool: filling, .ready or .drain
+        out.pop(AGENT)
+        if not sidecar:
+            out[ROLE] = POOL_ROLE
+        return out
+    out[AGENT] = agent
+    if not sidecar and NETGUARD in labels:
+        out[NETGUARD] = f"{lab}_{agent}_netguard"
+    return out
+
+
 def workspace_volume(lab: str, agent_id: str) -> str:
     return f"{lab}_{agent_id}_workspace"
+
+
+def agent_volume(lab: str, agent_id: str, labels: dict[str, str]) -> str:
+    """An agent's workspace volume: a pool-born agent keeps the one it was made with (volumes have fixed names)."""
+    return workspace_volume(lab, labels.get(POOL) or agent_id)
 
 
 def postgres_volume(lab: str) -> str:

@@ -90,6 +90,13 @@ def test_agents_exec_groups_and_services(backend_lab: Lab):
     status = lab.status().set_index("agent")
     assert all(status.loc[a, "egress"].startswith("allowlist: checked") for a in ("a1", "a2", "a3")), status
     assert lab.exec("dev", "echo $DATABASE_URL").stdout.startswith("postgresql://")
+    removed = lab.destroy(volumes=True)  # every container at once, their tasks awaited together
+    assert len(removed["containers"]) >= 9 and lab.containers() == []  # 3 services, 3 agents, 3 sidecars
+    everywhere = [e for _, e in lab.engine._live_engines()] if lab.config.backend == "swarm" else [lab.engine]
+    mine = {"label": f"claude-lab.lab={lab.name}"}
+    assert not [c for e in everywhere for c in e.api.containers(all=True, filters=mine)]
+    assert not lab.engine.networks({"claude-lab.lab": lab.name})
+    assert not lab.engine.volumes({"claude-lab.lab": lab.name})
 
 
 def test_stats_and_streamed_exec(backend_lab: Lab):
@@ -136,6 +143,7 @@ def test_an_agent_no_node_can_take_fails_fast_and_says_why(tmp_path: Path, image
                           constraints=[*swarm_sim.constraints, "node.labels.claude-lab.pool==gpu"])
     lab = _swarm_lab(tmp_path, nowhere, swarm_sim)
     try:
+        lab.build(["agent", "netguard"], progress=False)  # pushing to the sim's registry is not the wait measured
         started = time.monotonic()
         with pytest.raises(LabError) as err:
             lab.create_agent("nowhere", progress=False)

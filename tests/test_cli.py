@@ -26,7 +26,7 @@ from claude_lab.naming import LAB
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ["start", "stop", "restart", "destroy", "status", "stats", "list", "create", "remove", "exec", "enter",
             "logs", "cleanup", "build", "doctor", "diff", "changes", "fetch", "merge", "apply", "cp", "url",
-            "claude", "runs", "show", "replay", "export", "import", "experiment", "swarm-sim"]
+            "claude", "runs", "show", "replay", "export", "import", "experiment", "pool", "swarm-sim"]
 
 
 def run_cli(*args: str, lab: Lab | None = None, as_json: bool = False, timeout: float = 120,

@@ -4,7 +4,7 @@ Modules: `app` (the Typer app, exit codes, tables), `lab` (the lab's commands), 
 project: diff, merge, cp, ...), `swarm` (swarm-sim)."""
 from __future__ import annotations
 
-from . import experiment, lab, runs, swarm, workspace  # noqa: F401 - registering their commands on the app
+from . import experiment, lab, pool, runs, swarm, workspace  # noqa: F401 - registering their commands on the app
 from .app import app
 
 __all__ = ["app", "main"]

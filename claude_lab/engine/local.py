@@ -16,6 +16,8 @@ import docker.errors
 from docker.types import Healthcheck
 
 from ..errors import EngineUnavailable, LabError
+from ..naming import identity
+from ..util.parallel import parallel
 from .errors import DOCKER_ERRORS, ENGINE_HINT, call, translate
 from .parse import (container_info, host_nameservers, ipam, label_filters, netns_owner, network_info, stats_reading,
                     version_info, volume_info)
@@ -187,6 +189,10 @@ class Engine:
         """Nothing to do: this engine's containers use its own images."""
         return {ref: ref for ref in refs}
 
+    def preload(self, refs: list[str]) -> dict[str, float]:
+        """Nothing to do: the images are on this engine (a swarm pulls them onto its nodes here)."""
+        return {}
+
     def nodes(self) -> list[NodeInfo]:
         """This engine as the only node (the swarm backend lists its nodes the same way)."""
         info = self.info()
@@ -211,6 +217,16 @@ class Engine:
             if "already in progress" not in str(exc):
                 raise LabError(f"could not remove container {name}: {exc.explanation or exc}") from exc
 
+    def remove_many(self, names: Iterable[str], force: bool = False) -> None:
+        """Remove containers concurrently (the engine does each on its own; a lab's teardown waits for the
+        slowest, not the sum). The first error is raised once all were tried."""
+        parallel(self.remove, names, force)
+
+    def rename(self, name: str, new_name: str) -> None:
+        """Rename atomically: the engine's names are unique, so of two callers renaming one container (or to
+        one name) exactly one succeeds, the other gets NotFound or AlreadyExists."""
+        self._call(self.api.rename, name, new_name, what=f"container {name}")
+
     def connect(self, network: str, container: str, aliases: list[str] | None = None) -> None:
         try:
             self.api.connect_container_to_network(container, network, aliases=aliases or None)
@@ -218,6 +234,9 @@ class Engine:
             if "already exists" in str(exc) or "already attached" in str(exc):
                 return
             raise LabError(f"could not connect {container} to {network}: {exc.explanation or exc}") from exc
+
+    def disconnect(self, network: str, container: str) -> None:
+        self._call(self.api.disconnect_container_from_network, container, network, what=f"container {container}")
 
     def logs(self, name: str, tail: int | None = None, follow: bool = False,
              timestamps: bool = False) -> Iterator[bytes] | bytes:
@@ -435,9 +454,12 @@ class Engine:
     def container_briefs(self, labels: dict[str, str | None], all: bool = True) -> list[ContainerBrief]:
         """The matching containers from one list request (no inspect: cheap enough to call every second)."""
         found = self._call(self.api.containers, all=all, filters=label_filters(labels))
-        return [ContainerBrief(id=c["Id"], name=(c.get("Names") or ["/" + c["Id"][:12]])[0].lstrip("/"),
-                               state=c.get("State") or "unknown", labels=dict(c.get("Labels") or {}))
-                for c in found]
+        briefs = []
+        for c in found:
+            name = (c.get("Names") or ["/" + c["Id"][:12]])[0].lstrip("/")
+            briefs.append(ContainerBrief(id=c["Id"], name=name, state=c.get("State") or "unknown",
+                                         labels=identity(name, dict(c.get("Labels") or {}))))
+        return briefs
 
     def cgroup_layout(self) -> CgroupLayout:
         """How this engine lays out cgroups (asked once per Engine: it does not change while it runs)."""

@@ -6,6 +6,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..naming import identity
 from .types import ContainerInfo, NetworkInfo, NodeInfo, StatsReading, VersionInfo, VolumeInfo
 
 
@@ -41,7 +42,7 @@ def container_info(attrs: dict[str, Any], owner: dict[str, Any] | None = None) -
         health=health,
         image=config.get("Image", ""),
         image_id=attrs.get("Image", ""),
-        labels=dict(config.get("Labels") or {}),
+        labels=identity(attrs["Name"].lstrip("/"), dict(config.get("Labels") or {})),  # a pool-born one's by name
         ports=ports,
         created=parse_time(attrs.get("Created")),
         exit_code=state.get("ExitCode"),

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ..config import LabConfig
     from ..engine.face import EngineFace
 
-NETGUARD_ROLE = "netguard"
+NETGUARD_ROLE = n.NETGUARD_ROLE
 EGRESS_LABEL = n.EGRESS
 NETGUARD_LABEL = n.NETGUARD
 SIDECAR_MEMORY = "48m"

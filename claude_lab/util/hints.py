@@ -30,6 +30,7 @@ _RULES: dict[str, list[tuple[str, Replacement]]] = {
         (rf"lab\.replay\({_ID}, image=\.\.\.\)", r"a `docker load` of that image"),
         (r"Lab\(model=ScriptedModel\(\[?\.\.\.\]?\)\)", "`claude-lab claude AGENT PROMPT --scripted TURNS.json`"),
         (r" \(or Lab\(api_key_file=\.\.\.\)\)", ""),
+        (r"Lab\((\w+)=(\w+)\)", lambda m: f"CLAUDE_LAB_{m[1].upper()}={m[2]}"),
         (r"Lab\((\w+)=\.\.\.\)", lambda m: f"--{m[1].replace('_', '-')}" if m[1] == "name" else f"CLAUDE_LAB_{m[1].upper()}"),
     ],
     "magic": [

@@ -43,6 +43,10 @@ git("branch", "-q", "-D", seed_branch)
 print(json.dumps({"head": git("rev-parse", "HEAD").strip()}))
 '''
 
+_RENAME = _COMMON + r'''
+git("branch", "-m", a["old"], a["new"])
+'''
+
 # The agent's work as it is now (committed and not): a scratch index holding the work tree, diffed
 # against the base commit. The workspace's own index is not touched.
 _WORK = _COMMON + r'''
@@ -100,6 +104,11 @@ def checkout(engine: "EngineFace", container: str, workspace: str, seed_branch: 
     out = _run(engine, container, _CHECKOUT, {"workspace": workspace, "seed_branch": seed_branch, "branch": branch},
                what="checking out the seeded workspace")
     return json.loads(out.decode().strip().splitlines()[-1])["head"]
+
+
+def rename_branch(engine: "EngineFace", container: str, workspace: str, old: str, new: str) -> None:
+    """A pooled agent's branch becomes its own (claude-lab/pool.<token> -> claude-lab/<agent>)."""
+    _run(engine, container, _RENAME, {"workspace": workspace, "old": old, "new": new}, what="naming the agent's branch")
 
 
 def diff(engine: "EngineFace", container: str, workspace: str, base: str) -> str:

@@ -1,6 +1,7 @@
 """`SwarmEngine`: the engine face on a Docker Swarm (see the package's docstring)."""
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -14,6 +15,7 @@ from ...naming import MODEL_HOST_LABEL, NODE
 from ..errors import conflict
 from ..local import Engine
 from ..parse import ipam, label_filters, network_info
+from ...util.parallel import parallel
 from ...util.waiting import wait_until
 from ..types import CgroupLayout, ContainerBrief, ContainerInfo, ContainerSpec, NetworkInfo, StatsReading, VolumeInfo
 from .services import service_template
@@ -137,13 +139,47 @@ class SwarmEngine(SwarmTasks):
             raise LabError(f"could not remove service {name}: {exc.explanation or exc}") from exc
         self._wait_containers_gone(svc["ID"])
 
-    def _wait_containers_gone(self, service_id: str, timeout: float = 60.0) -> None:
+    def remove_many(self, names: Iterable[str], force: bool = False) -> None:
+        """Remove services and plain containers together: every service is removed first (one quick call
+        each, at once), then their tasks' containers are awaited together on all nodes."""
+        services, plain = [], []
+        for name in names:
+            svc = self._service(name)
+            (services if svc is not None else plain).append((name, svc))
+
+        def drop(item: tuple[str, dict[str, Any]]) -> str | None:
+            name, svc = item
+            try:
+                self.api.remove_service(svc["ID"])
+            except docker.errors.NotFound:
+                return None
+            except docker.errors.APIError as exc:
+                raise LabError(f"could not remove service {name}: {exc.explanation or exc}") from exc
+            return str(svc["ID"])
+
+        ids = [i for i in parallel(drop, services) if i]
+        parallel(lambda item: self._remove_plain(item[0], force), plain)
+        self._wait_containers_gone(*ids)
+
+    def rename(self, name: str, new_name: str) -> None:
+        if self._service(name) is not None:
+            raise LabError(f"{name} is a swarm service, which Swarm cannot rename; remove it and create "
+                           f"{new_name} instead")
+        engine, ref = self.locate(name)
+        engine.rename(ref, new_name)
+
+    def _wait_containers_gone(self, *service_ids: str, timeout: float = 60.0) -> None:
         """A removed service's containers go away shortly after on their nodes; its volumes are free then."""
-        def gone() -> bool:
-            return not any(e.api.containers(all=True, filters={"label": f"com.docker.swarm.service.id={service_id}"})
-                           for _, e in self._live_engines())
+        if not service_ids:
+            return
+        key, wanted = "com.docker.swarm.service.id", set(service_ids)
+
+        def gone() -> bool:  # one listing per node for all the services (Docker ANDs label filters)
+            return not any((c.get("Labels") or {}).get(key) in wanted for _, e in self._live_engines()
+                           for c in e.api.containers(all=True, filters={"label": key}))
         try:
-            wait_until(gone, timeout, f"the containers of service {service_id} are still there", interval=0.1)
+            wait_until(gone, timeout, f"the containers of services {', '.join(service_ids)} are still there",
+                       interval=0.1)
         except LabTimeout:
             pass  # best effort: the next call on their volumes says what is wrong
 
@@ -164,6 +200,19 @@ class SwarmEngine(SwarmTasks):
         if any(a.get("Target") in (net_id, network) for a in attached):
             return
         template["Networks"] = attached + [{"Target": net_id, "Aliases": aliases or []}]
+        before = frozenset(t["ID"] for t in self._tasks(svc["ID"]))
+        self._update(svc, task_template=template)
+        self._wait_running(svc["ID"], container, old=before)
+        self._after_new_task(svc)
+
+    def disconnect(self, network: str, container: str) -> None:
+        svc = self._service(container)
+        if svc is None:
+            engine, ref = self.locate(container)
+            return engine.disconnect(network, ref)
+        net_id = self._call(self.api.inspect_network, network, what=f"network {network}")["Id"]
+        template = svc["Spec"]["TaskTemplate"]
+        template["Networks"] = [a for a in template.get("Networks") or [] if a.get("Target") not in (net_id, network)]
         before = frozenset(t["ID"] for t in self._tasks(svc["ID"]))
         self._update(svc, task_template=template)
         self._wait_running(svc["ID"], container, old=before)
@@ -317,6 +366,23 @@ class SwarmEngine(SwarmTasks):
 
     def publish_ref(self, ref: str, force: bool = False) -> str:
         return self._publisher.ref(ref, force=force)
+
+    def preload(self, refs: list[str]) -> dict[str, float]:
+        """Pull these images from the registry onto every ready node the lab's constraints allow, all nodes at
+        once, so the first agent on a node does not wait for its pull; node hostname -> seconds it took."""
+        allowed = set(self.placeable_nodes(self.constraints))
+        published = [self.publish_ref(ref) for ref in refs]
+
+        def one(item: tuple[str, Engine]) -> tuple[str, float]:
+            node_id, engine = item
+            started = time.monotonic()
+            for ref in published:
+                if engine.image_id(ref) is None and not engine.pull(ref):
+                    raise LabError(f"node {engine.base_url} could not pull {ref}; is the registry {self.registry} "
+                                   f"reachable from it?")
+            return (self._node(node_id).get("Description") or {}).get("Hostname", node_id), time.monotonic() - started
+
+        return dict(parallel(one, [item for item in self._live_engines() if item[0] in allowed]))
 
     # -- resource stats: the stats API of each node ------------------------------------------------
     def container_briefs(self, labels: dict[str, str | None], all: bool = True) -> list[ContainerBrief]:

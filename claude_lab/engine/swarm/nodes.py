@@ -1,6 +1,7 @@
 """A swarm's nodes and a connection to each node's engine (Swarm has no exec, logs or stats API)."""
 from __future__ import annotations
 
+import re
 import threading
 from typing import Any
 
@@ -128,6 +129,27 @@ class SwarmNodes:
             except LabError:
                 continue  # a node that just went away: its containers read as lost
         return out
+
+    def placeable_nodes(self, constraints: list[str]) -> list[str]:
+        """The ids of the nodes a service with these placement constraints may run on (the forms Swarm takes:
+        node.labels.K, node.role, node.hostname, node.id, engine.labels.K with == or !=; any other form is
+        left to Swarm, counted as met)."""
+        found = []
+        for node in self._call(self.api.nodes):
+            spec, desc = node.get("Spec") or {}, node.get("Description") or {}
+            facts = {"node.role": spec.get("Role"), "node.hostname": desc.get("Hostname"), "node.id": node.get("ID")}
+            facts.update({f"node.labels.{k}": v for k, v in (spec.get("Labels") or {}).items()})
+            facts.update({f"engine.labels.{k}": v for k, v in ((desc.get("Engine") or {}).get("Labels") or {}).items()})
+            ok = True
+            for rule in constraints:
+                m = re.match(r"\s*([\w.\-]+)\s*(==|!=)\s*(.*?)\s*$", rule)
+                if m is None or not m[1].startswith(("node.", "engine.labels.")):
+                    continue
+                if (facts.get(m[1]) == m[3]) != (m[2] == "=="):
+                    ok = False
+            if ok:
+                found.append(node["ID"])
+        return found
 
     def _safe_node(self, node_id: str) -> dict[str, Any] | None:
         try:
