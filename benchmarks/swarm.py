@@ -78,6 +78,9 @@ def main() -> None:
             local.build(progress=False)
             swarm.build(progress=False)  # pushes to the sim's registry (a no-op push once it has them)
 
+            t0 = time.perf_counter()  # the images onto every node the lab may use, all at once (as `up` does)
+            pulled = swarm.engine.preload([swarm.config.image("agent"), swarm.config.image("netguard")])
+            t_preload = time.perf_counter() - t0
             t_swarm = start_agents(swarm, args.agents, args.threads)
             t_local = start_agents(local, args.agents, args.threads)
             nodes = swarm.status().query("role == 'agent'")["node"].value_counts().to_dict()
@@ -130,6 +133,9 @@ def main() -> None:
             print(f"    swarm  {t_swarm:7.1f} s  ({args.agents / t_swarm:.2f} agents/s)")
             print(f"    local  {t_local:7.1f} s  ({args.agents / t_local:.2f} agents/s)")
             print(f"    ratio swarm/local = {t_swarm / t_local:.2f}")
+            print(f"    pre-pull before it {t_preload:7.1f} s (per node: "
+                  f"{', '.join(f'{h} {s:.1f} s' for h, s in pulled.items())}); with it, swarm/local = "
+                  f"{(t_swarm + t_preload) / t_local:.2f}")
             print(f"(b) exec latency, median of {args.execs} (`true`), agent {on_worker.id} on "
                   f"{on_worker.info.labels.get('claude-lab.node')}")
             print(f"    swarm lab.exec on the worker  {mw:6.1f} ms")

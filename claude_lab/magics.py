@@ -32,7 +32,7 @@ __all__ = ["LabMagics", "ContainerCellError", "load_ipython_extension", "unload_
            "set_lab", "get_lab"]
 
 SHELLS = {"bash": ["bash", "-c"], "sh": ["sh", "-c"], "python3": ["python3", "-c"]}
-LAB_COMMANDS = ("status", "up", "down", "agents", "stats", "panel", "use", "diff", "changes", "merge")
+LAB_COMMANDS = ("status", "up", "down", "agents", "pool", "stats", "panel", "use", "diff", "changes", "merge")
 AGENT_COMMANDS = ("diff", "changes", "merge")
 _TOKEN = re.compile(r"\S+")
 
@@ -256,6 +256,7 @@ class LabMagics(Magics):
             %lab status          every container: role, state, health, image, ports
             %lab up / down       start the services (building images if needed) / stop every container
             %lab agents          the agents
+            %lab pool            the warm pool's ready agents (setting agent_pool; `%lab up` keeps it filled)
             %lab stats           CPU, memory, network and disk per container
             %lab panel           the live panel (containers, runner, stats)
             %lab use NAME        use the lab called NAME; `%lab use VAR` uses the Lab object in VAR
@@ -287,6 +288,8 @@ class LabMagics(Magics):
             if args.command == "agents":
                 status = lab.status()
                 return status[status["role"] == "agent"][["agent", "group", "state", "name"]].reset_index(drop=True)
+            if args.command == "pool":
+                return lab.pool()
             if args.command == "stats":
                 return lab.stats()
             panel = lab.panel()

@@ -67,7 +67,8 @@ def test_rows_summary_scorers_merge_and_the_inspect_log(lab: Lab, tmp_path):
     assert "scorer_error" in view.table.value
     assert len(rows) == 12 and list(rows.columns)[:6] == ["experiment", "task", "variant", "trial", "agent", "run_id"]
     by = {(r.task, r.variant, r.trial): r for r in rows.itertuples()}
-    assert [by[("health", "plain", t)].passed for t in (0, 1)] == [True, False]
+    shown = rows[["task", "variant", "trial", "status", "passed", "score", "error"]].to_string()
+    assert [by[("health", "plain", t)].passed for t in (0, 1)] == [True, False], shown
     assert all(by[("health", "careful", t)].passed for t in (0, 1))
     assert {by[("docs", v, t)].score for v in ("plain", "careful") for t in (0, 1)} == {0.5}
     assert not any(by[("docs", v, t)].passed for v in ("plain", "careful") for t in (0, 1))  # 0.5 < pass_score 1

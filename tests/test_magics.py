@@ -298,6 +298,8 @@ def test_lab_magic_status_agents_stats_use_panel_down(ip, lab: Lab, lab_factory)
                                           "name": f"{lab.name}_agent-001"}]
     stats = ip.run_line_magic("lab", "stats")
     assert f"{lab.name}_agent-001" in set(stats["name"])
+    pool = ip.run_line_magic("lab", "pool")  # agent_pool unset: an empty pool, in the same columns
+    assert isinstance(pool, pd.DataFrame) and pool.empty and "state" in pool.columns
 
     other = lab_factory()
     other.create_agent("agent-009", progress=False)
