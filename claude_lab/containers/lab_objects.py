@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING
 
 from .. import naming as n
 from ..errors import LabError
+from ..util.parallel import parallel
 from ..util.undo import Undo
 from ..util.waiting import wait_until
 
@@ -35,14 +36,11 @@ def ensure_volume(engine: "EngineFace", undo: Undo, lab: str, name: str, **label
 def attach_services(engine: "EngineFace", lab: str, network: str, timeout: float = 120.0) -> None:
     """Services are reachable by name from every group's network. On a swarm attaching replaces a service's
     task: wait until each one that was healthy is healthy again (an agent's firewall checks PostgreSQL)."""
-    attached = []
-    for role in n.SERVICE_ROLES:
-        name = n.container_name(lab, role)
-        info = engine.container(name)
-        if info is not None:
-            engine.connect(network, name, aliases=[role])
-            if info.running and info.health == "healthy":
-                attached.append(name)
+    found = [(role, engine.container(n.container_name(lab, role))) for role in n.SERVICE_ROLES]
+    found = [(role, info) for role, info in found if info is not None]
+    # all at once: on a swarm each is a service update waiting for its new task
+    parallel(lambda item: engine.connect(network, item[1].name, aliases=[item[0]]), found)
+    attached = [info.name for _, info in found if info.running and info.health == "healthy"]
 
     def healthy() -> bool:
         for name in attached:

@@ -175,8 +175,12 @@ class SwarmEngine(SwarmTasks):
         key, wanted = "com.docker.swarm.service.id", set(service_ids)
 
         def gone() -> bool:  # one listing per node for all the services (Docker ANDs label filters)
-            return not any((c.get("Labels") or {}).get(key) in wanted for _, e in self._live_engines()
-                           for c in e.api.containers(all=True, filters={"label": key}))
+            left = [(e, c["Id"]) for _, e in self._live_engines()
+                    for c in e.api.containers(all=True, filters={"label": key})
+                    if (c.get("Labels") or {}).get(key) in wanted]
+            # the nodes' task reapers take seconds to remove a removed service's containers: do it for them
+            parallel(lambda item: item[0].remove(item[1], force=True), left)
+            return not left
         try:
             wait_until(gone, timeout, f"the containers of services {', '.join(service_ids)} are still there",
                        interval=0.1)
