@@ -22,6 +22,9 @@ from .services import service_template
 from .tasks import SwarmTasks
 
 
+NETWORK_GONE_TIMEOUT = 60.0  # seconds a removed lab's overlay may take to be released by its last tasks
+
+
 class SwarmEngine(SwarmTasks):
     """A Docker Swarm behind the engine face: containers as one-replica services."""
 
@@ -326,7 +329,28 @@ class SwarmEngine(SwarmTasks):
         return [network_info(n) for n in self._call(self.api.networks, filters=label_filters(labels))]
 
     def remove_network(self, name: str) -> None:
-        self.manager.remove_network(name)
+        """Remove an overlay and wait until the manager no longer lists it: right after a lab's services are
+        removed, their tasks may still hold it on a node (the removal is then refused or does not take yet)."""
+        last: list[LabError] = []
+        timeout = NETWORK_GONE_TIMEOUT
+
+        def listed() -> bool:  # the name filter matches parts of names: compare whole ones
+            return any(n.get("Name") == name for n in self._call(self.api.networks, names=[name]))
+
+        def gone() -> bool:
+            if not listed():
+                return True
+            try:
+                self.manager.remove_network(name)
+            except LabError as exc:
+                last[:] = [exc]
+            return not listed()
+
+        try:
+            wait_until(gone, timeout, f"network {name} is still there {timeout:.0f}s after its removal", interval=0.2)
+        except LabTimeout:
+            raise last[0] if last else LabError(f"network {name} could not be removed; see `docker network "
+                                                f"inspect {name}`") from None
 
     # -- volumes: each lives on one node ----------------------------------------------------------
     def volume_exists(self, name: str) -> bool:
