@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import naming as n
 from .containers import pool
+from .containers.services import WORKSPACE
 from .errors import ConfigError, LabError
 from .util.lazy import lazy
 from .workspace import agent_git
@@ -31,7 +32,6 @@ pd = lazy("pandas")  # loaded when a DataFrame is made (the CLI starts without i
 
 POOL_CHECK = 30.0
 POOL_COLUMNS = ["name", "group", "state", "base", "created"]
-WORKSPACE = "/workspace"
 
 
 class PoolRoom:

@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from .engine.face import EngineFace
 
 CHANGE_COLUMNS = ["path", "status", "added", "deleted"]
-_SEED_LABELS = {"source": n.SOURCE, "base": n.BASE, "ref_commit": n.REF_COMMIT, "ref": n.REF}
 
 
 class WorkspaceRoom:
@@ -74,7 +73,7 @@ class WorkspaceRoom:
                 warnings.warn(f"agent {agent_id} keeps its workspace (volume {volume}, left by an agent of that id "
                               f"removed without volumes=True): it is not seeded again; remove it with "
                               f"lab.remove_agent({agent_id!r}, volumes=True) to start afresh", stacklevel=3)
-            return None, {key: kept[label] for key, label in _SEED_LABELS.items() if label in kept}
+            return None, {key: kept[label] for key, label in n.SEED_LABELS.items() if label in kept}
         if source is None:
             return None, {}
         seed = seeding.make(source, self.config.project_dir, ref, include_uncommitted, folder,

@@ -29,6 +29,7 @@ SOURCE = f"{PREFIX}.source"  # "project", a folder or a URL the workspace was se
 BASE = f"{PREFIX}.base"  # the commit the workspace started from (diff, replay)
 REF_COMMIT = f"{PREFIX}.ref-commit"  # the repository's own commit under it (differs with uncommitted changes)
 REF = f"{PREFIX}.ref"  # the ref asked for
+SEED_LABELS = {"source": SOURCE, "base": BASE, "ref_commit": REF_COMMIT, "ref": REF}  # a seed's keys -> labels
 PORTS = f"{PREFIX}.ports"  # an agent's published container ports, comma-separated
 CREATOR = f"{PREFIX}.creator"  # the create call that made a container (a random token): undo removes only its own
 # Swarm nodes and services (engine/swarm, engine/sim).

@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 READY, DRAIN, LOCK = ".ready", ".drain", ".lock"
 LOCK_ROLE = "pool-lock"
 STALE_LOCK = 60.0  # seconds: a claim holds its lock for one rename
-SEED_KEYS = ("source", "base", "ref_commit", "ref")
 
 
 @dataclass(frozen=True)
@@ -51,12 +50,11 @@ class PoolKey:
 
     @classmethod
     def of(cls, group: str | None, seed: Mapping[str, str], image_id: str) -> "PoolKey":
-        return cls(group, tuple(sorted((k, v) for k, v in seed.items() if k in SEED_KEYS)), image_id)
+        return cls(group, tuple(sorted((k, v) for k, v in seed.items() if k in n.SEED_LABELS)), image_id)
 
 
 def key_of(info: "ContainerInfo") -> PoolKey:
-    seed = {k: info.labels[f"{n.PREFIX}.{k.replace('_', '-')}"] for k in SEED_KEYS
-            if f"{n.PREFIX}.{k.replace('_', '-')}" in info.labels}
+    seed = {key: info.labels[label] for key, label in n.SEED_LABELS.items() if label in info.labels}
     return PoolKey.of(info.labels.get(n.GROUP), seed, info.image_id)
 
 
