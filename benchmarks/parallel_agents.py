@@ -11,7 +11,7 @@ every run, started before the timing). By default the model answers at once, so 
 but CPU work (the hardest case for parallelism on a small machine); `--latency S` makes it take S
 seconds per request, as a real model does, and parallel runs then overlap their waiting.
 
-Sides (interleaved within each round: lab-1, raw-1, lab-N, raw-N, so drift hits all alike):
+Sides (interleaved within each round: lab-1, raw-1, git-1, lab-N, raw-N, git-N, so drift hits all alike):
 
   claude-lab  `await service.execute_for_agent(agent, prompt, model=...)` through
               `ClaudeCodeDockerService`; N agents with `asyncio.gather` from one event loop.
@@ -21,6 +21,9 @@ Sides (interleaved within each round: lab-1, raw-1, lab-N, raw-N, so drift hits 
   raw CLI     the baseline: the same `claude -p ... --output-format stream-json` with the same
               script, as a bare `docker exec` (docker-py `exec_run` through `lab.engine.raw`, the
               client the lab uses), N of them from N threads. No probe, no git, no service.
+  raw in git  the same in a folder that is a git repository, as an agent's workspace always is: the
+              CLI itself looks at the repository (branch, status, log) when it starts, which costs
+              CPU that is the project's, not claude-lab's.
 
 The headline is wall(N agents) / wall(1 agent), median over the rounds (goal <= 2.5). To say
 where the time goes, it also prints each run's phases (from the runs' own event times), the CPU
@@ -59,6 +62,7 @@ from common import free_port  # noqa: E402
 from claude_lab import naming as n  # noqa: E402
 from claude_lab.runs import runner as claude_runner  # noqa: E402
 from claude_lab.runs import workspace  # noqa: E402
+from claude_lab.runs.envelope import Envelope  # noqa: E402
 from claude_lab.lab import Lab  # noqa: E402
 from claude_lab.model.scripted import ScriptedModel  # noqa: E402
 from claude_lab.service import ClaudeCodeDockerService  # noqa: E402
@@ -66,8 +70,10 @@ from claude_lab.service import ClaudeCodeDockerService  # noqa: E402
 from claude_lab.netguard.sidecar import allow_endpoint  # noqa: E402 - the raw side's model, let through
 
 GOAL = 2.5
+OVERHEAD_GOAL = 1.10  # claude-lab's run against the bare CLI's, one and ten at once
 RUN_TIMEOUT = 300  # seconds; a run that hangs (say, a model it cannot reach) is stopped and reported
 RAW_DIR = "/tmp/raw-cli"  # the raw side's working folder, away from the git-tracked /workspace
+RAW_GIT_DIR = "/tmp/raw-cli-git"  # the same as a git repository, as an agent's workspace always is
 DAEMONS = ("dockerd", "containerd")  # containerd-shim* included
 
 
@@ -161,26 +167,35 @@ class Bench:
         asyncio.run(create())
         for a in self.ids:
             self.lab.exec(a, ["mkdir", "-p", RAW_DIR]).check()
+            self.lab.exec(a, f"mkdir -p {RAW_GIT_DIR} && cd {RAW_GIT_DIR} && git init -q && "
+                             f"git commit -q --allow-empty -m start").check()
         self.gateway = self.lab.engine.network_gateway(n.network_name(self.lab.name)) or ""
         self._trace_workspace_steps()
         return time.perf_counter() - t0
 
     def _trace_workspace_steps(self) -> None:
-        """Time claude-lab's git steps (with the probe) per run, by wrapping the functions the runner calls."""
-        prepare, finish = workspace.prepare, workspace.finish
+        """Time each run's envelope (one exec: the "before" step, the CLI, the "after" step) by wrapping it."""
+        init, begin, iterate = Envelope.__init__, Envelope.begin, Envelope.__iter__
+        steps, lock = self.steps, self._lock
 
-        def timed(fn, key):
-            def wrapper(engine, container, ws, run_id, *args, **kwargs):
-                start = time.time()
-                try:
-                    return fn(engine, container, ws, run_id, *args, **kwargs)
-                finally:
-                    with self._lock:
-                        self.steps.setdefault(run_id, {})[key] = (start, time.time())
-            return wrapper
+        def mark(run_id: str, key: str, value: Any = None) -> None:
+            with lock:
+                steps.setdefault(run_id, {})[key] = value if value is not None else (time.time(), time.time())
 
-        workspace.prepare = timed(prepare, "prepare")
-        workspace.finish = timed(finish, "finish")
+        def traced_init(envelope, *args, **kwargs):
+            mark(args[4]["run_id"], "exec")
+            init(envelope, *args, **kwargs)
+
+        def traced_begin(env):
+            report = begin(env)
+            mark(env.run_id, "before", (time.time(), report.get("took", 0.0)))
+            return report
+
+        def traced_iter(env):
+            yield from iterate(env)
+            mark(env.run_id, "ended", (time.time(), (env.after or {}).get("took", 0.0)))
+
+        Envelope.__init__, Envelope.begin, Envelope.__iter__ = traced_init, traced_begin, traced_iter
 
         stream = Lab.claude_stream
 
@@ -239,10 +254,10 @@ class Bench:
         self.stop_models()
         return sample
 
-    def raw_side(self, agents: list[str], tag: str) -> Sample:
+    def raw_side(self, agents: list[str], tag: str, folder: str = RAW_DIR) -> Sample:
         client = self.lab.engine.raw
         containers = {a: client.containers.get(self.lab.container_name(a)) for a in agents}
-        models = {a: self.model(script(RAW_DIR, f"{tag}_{a}")) for a in agents}
+        models = {a: self.model(script(folder, f"{tag}_{a}")) for a in agents}
         for a in agents:  # the agent's egress guard must let it reach its model, as a lab run arranges itself
             allow_endpoint(self.lab.engine, self.lab.name, a, models[a].url)
         argv = ["timeout", str(RUN_TIMEOUT),  # so a run that hangs cannot hold the benchmark
@@ -251,7 +266,7 @@ class Bench:
 
         def one(a: str):
             env = {"ANTHROPIC_BASE_URL": models[a].url, "ANTHROPIC_API_KEY": "sk-ant-bench-no-key"}
-            return containers[a].exec_run(argv, environment=env, workdir=RAW_DIR,
+            return containers[a].exec_run(argv, environment=env, workdir=folder,
                                           user=self.lab.config.agent_user, demux=True)
 
         def timed():
@@ -285,22 +300,24 @@ class Bench:
         run = res.run
         start = run.started_at.timestamp()
         steps = self.steps.get(run.run_id, {})
-        prep_start, prep_end = steps.get("prepare", (start, start))
-        fin_start, fin_end = steps.get("finish", (start + run.duration_s,) * 2)
-        init = run.events[0].received_at or prep_end
-        result = run.events[-1].received_at or fin_start
+        exec_start = steps.get("exec", (start, start))[0]
+        before_at, before_took = steps.get("before", (start, 0.0))
+        ended_at, after_took = steps.get("ended", (start + run.duration_s, 0.0))
+        init = run.events[0].received_at or before_at
+        result = run.events[-1].received_at or ended_at
         begun = steps.get("claude_stream", (start, start))[0]
-        returned = steps.get("returned", (fin_end, fin_end))[0]
+        returned = steps.get("returned", (ended_at, ended_at))[0]
         return {
             "service (agent check, worker threads)": res.duration_s - (returned - begun),
             "run set-up (endpoint, run record)": start - begun,
-            "run start (agent check, egress rule)": prep_start - start,
-            "probe + git commit before": prep_end - prep_start,
-            "CLI start-up (exec to init event)": init - prep_end,
+            "run start (egress rule, to the exec)": exec_start - start,
+            "exec to the before report": before_at - exec_start,
+            "  of it: probe + git commit in the agent": before_took,
+            "CLI start-up (before report to init event)": init - before_at,
             "3 turns (init to result event)": result - init,
-            "CLI exit (result event to exit)": fin_start - result,
-            "git diff + commit after": fin_end - fin_start,
-            "result (RunResult, run record)": returned - fin_end,
+            "CLI exit + after step (result to exec end)": ended_at - result,
+            "  of it: git diff + commit + bundle in the agent": after_took,
+            "result (RunResult, run record)": returned - ended_at,
             "whole call": res.duration_s,
         }
 
@@ -350,13 +367,20 @@ def report(bench: Bench, sides: dict[str, list[Sample]], agents: int, rounds: in
           f"{median(sides['lab-N'], 'wall'):>11.2f}s{lab_ratio:>8.2f}{GOAL:>7.1f}  {verdict}")
     print(f"{'raw CLI (bare docker exec)':<34}{median(sides['raw-1'], 'wall'):>9.2f}s"
           f"{median(sides['raw-N'], 'wall'):>11.2f}s{raw_ratio:>8.2f}{'':>7}  baseline")
-    print(f"{'claude-lab / raw':<34}{median(sides['lab-1'], 'wall') / median(sides['raw-1'], 'wall'):>10.2f}"
-          f"{median(sides['lab-N'], 'wall') / median(sides['raw-N'], 'wall'):>12.2f}")
+    print(f"{'raw CLI in a git repository':<34}{median(sides['git-1'], 'wall'):>9.2f}s"
+          f"{median(sides['git-N'], 'wall'):>11.2f}s"
+          f"{median(sides['git-N'], 'wall') / median(sides['git-1'], 'wall'):>8.2f}{'':>7}  baseline")
+    print()
+    print(f"run overhead (goal <= {OVERHEAD_GOAL}x)   {'1 agent':>10}{f'{agents} agents':>12}  verdict")
+    for label, raw in (("claude-lab / raw CLI", "raw"), ("claude-lab / raw CLI in a git repo", "git")):
+        one = median(sides['lab-1'], 'wall') / median(sides[f'{raw}-1'], 'wall')
+        many = median(sides['lab-N'], 'wall') / median(sides[f'{raw}-N'], 'wall')
+        print(f"  {label:<34}{one:>8.2f}{many:>12.2f}  {'PASS' if max(one, many) <= OVERHEAD_GOAL else 'MISS'}")
     spread = ", ".join(f"{k} " + "/".join(f"{s.wall:.2f}" for s in v) for k, v in sides.items())
     print(f"every round's wall time (s): {spread}")
 
     print()
-    keys = ("lab-1", "lab-N", "raw-1", "raw-N")
+    keys = ("lab-1", "lab-N", "raw-1", "raw-N", "git-1", "git-N")
     print("CPU seconds per run (median)          " + "".join(f"{k:>8}" for k in keys))
     for label, attr in (("inside the agent's container", "container_cpu"),
                         ("Docker daemons (dockerd, containerd)", "daemon_cpu"),
@@ -376,14 +400,14 @@ def report(bench: Bench, sides: dict[str, list[Sample]], agents: int, rounds: in
     phases_n = [p for s in sides["lab-N"] for p in s.phases]
     if phases_1 and phases_n:
         print()
-        print(f"where a claude-lab run's time goes (median s)   {'1 agent':>9}{f'{agents} agents':>11}")
+        print(f"where a claude-lab run's time goes (median s)         {'1 agent':>9}{f'{agents} agents':>11}")
         for key in phases_1[0]:
-            print(f"  {key:<44}{statistics.median(p[key] for p in phases_1):>9.3f}"
+            print(f"  {key:<50}{statistics.median(p[key] for p in phases_1):>9.3f}"
                   f"{statistics.median(p[key] for p in phases_n):>11.3f}")
     print()
     print("claude-lab's steps alone, one agent, nothing else running (median wall / container CPU, s)")
     for key, (wall, cpu) in steps.items():
-        print(f"  {key:<44}{wall:>9.3f}{cpu:>9.3f}")
+        print(f"  {key:<50}{wall:>9.3f}{cpu:>9.3f}")
     if verdict == "MISS":
         why = (f"the CPU the runs need allows no better than {floors['lab']:.2f}x: they are CPU-bound "
                f"(see `CPU floor` above)" if floors["lab"] > GOAL else
@@ -422,12 +446,14 @@ def main(argv: list[str] | None = None) -> int:
               f"model latency {args.latency:g}s per request, "
               f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         print(f"created {args.agents} agents in {bench.setup():.1f}s (not timed)")
-        sides: dict[str, list[Sample]] = {"lab-1": [], "raw-1": [], "lab-N": [], "raw-N": []}
+        sides: dict[str, list[Sample]] = {k: [] for k in ("lab-1", "raw-1", "git-1", "lab-N", "raw-N", "git-N")}
         one, every = bench.ids[:1], bench.ids
         for r in range(args.warmup + args.rounds):
             tag = f"r{r}"
             got = {"lab-1": bench.lab_side(one, tag), "raw-1": bench.raw_side(one, tag),
-                   "lab-N": bench.lab_side(every, tag), "raw-N": bench.raw_side(every, tag)}
+                   "git-1": bench.raw_side(one, tag, RAW_GIT_DIR),
+                   "lab-N": bench.lab_side(every, tag), "raw-N": bench.raw_side(every, tag),
+                   "git-N": bench.raw_side(every, tag, RAW_GIT_DIR)}
             counted = r >= args.warmup
             print(f"round {r + 1}/{args.warmup + args.rounds}{'' if counted else ' (warm-up)'}: "
                   + ", ".join(f"{k} {s.wall:.2f}s" for k, s in got.items()))

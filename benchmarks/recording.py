@@ -46,7 +46,7 @@ from claude_lab.model.gateway import lab_proxy  # noqa: E402
 from claude_lab.model.grants import HELLO_PATH, Credential  # noqa: E402
 from claude_lab.model.proxy import ModelProxy  # noqa: E402
 from claude_lab.netguard.sidecar import allow_endpoint  # noqa: E402
-from claude_lab.runs.runner import claude_argv  # noqa: E402
+from claude_lab.runs.claude_cli import claude_argv  # noqa: E402
 from claude_lab.runs.store import RunStore  # noqa: E402
 
 GOAL_ADDED_MS = 5.0  # what the proxy may add to one request (a real model takes seconds to answer)

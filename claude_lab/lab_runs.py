@@ -17,7 +17,8 @@ from .netguard import sidecar as guard
 from .runs import bundles
 from .runs.recorder import record_exec, recorder_for
 from .runs.replay import replay
-from .runs.runner import Run, RunTarget, claude_argv
+from .runs.claude_cli import claude_argv
+from .runs.runner import Run, RunTarget
 from .runs.store import RunStore
 from .util.lazy import lazy
 

@@ -46,7 +46,7 @@ from . import naming as n
 from .containers.execution import command_argv
 from .errors import AlreadyExists, ConfigError, LabError, ModelError, NotFound
 from .model.scripted import ScriptedModel
-from .runs.runner import claude_argv
+from .runs.claude_cli import claude_argv
 
 if TYPE_CHECKING:
     from .lab import Lab

@@ -270,6 +270,7 @@ def test_shell_runs_are_recorded_like_claude_runs(lab: Lab):
     assert failed.kind == "shell" and failed.status == "error" and failed.exit_code == 3
     assert "out\n" in failed.result and "err\n" in failed.result
     assert "".join(c.text for c in chunks) == failed.result
+    assert "\x1e" not in failed.result and "claude-lab:" not in failed.result  # the envelope's reports stay out
     assert failed.changed_files == ["made.txt"] and "+data" in failed.diff
     ok = lab.shell("agent-001", ["python3", "-c", "print(6 * 7)"])
     assert (ok.status, ok.result, ok.exit_code) == ("success", "42\n", 0)
@@ -280,3 +281,33 @@ def test_shell_runs_are_recorded_like_claude_runs(lab: Lab):
                 if line.startswith("sleep 300")]
     with pytest.raises(LabError, match="reserved"):
         lab.shell("dev", "true")  # runs are for agents' workspaces only
+
+
+def test_a_stopped_and_started_agent_runs_again_though_its_firewall_forgot_the_model_rule(lab: Lab, monkeypatch):
+    """The endpoint rule is opened once per sidecar and remembered; a restarted pod's netguard starts from its
+    policy without it, the run's probe finds that, and the rule is opened again before the CLI starts."""
+    from claude_lab.runs import runner
+    calls: list[tuple[bool, bool]] = []  # (again, added)
+
+    def counted(*args, again=False):
+        added = allow_endpoint(*args, again=again)
+        calls.append((again, added))
+        return added
+
+    allow_endpoint = runner.allow_endpoint
+    monkeypatch.setattr(runner, "allow_endpoint", counted)
+    lab.create_agent("agent-001", progress=False)
+    model = ScriptedModel(["first", "second"])
+    try:
+        first = lab.claude("agent-001", "say first", model=model, timeout=90)
+        lab.stop("agent-001")  # the agent, then its netguard
+        lab.start("agent-001")  # the netguard first, from its policy (no endpoint rule), then the agent
+        second = lab.claude("agent-001", "say second", model=model, timeout=90)
+    finally:
+        model.stop()
+    assert (first.status, first.result) == ("success", "first"), first.error
+    assert (second.status, second.result) == ("success", "second"), second.error
+    # first run: added; second: remembered, refused by the restarted firewall, added again
+    assert calls == [(False, True), (False, False), (True, True)]
+    parent = lab.exec("agent-001", ["git", "rev-parse", f"{second.start_commit}^"]).check().stdout.strip()
+    assert parent == first.end_commit  # one history of runs across the restart

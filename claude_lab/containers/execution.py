@@ -131,8 +131,9 @@ class ExecStream:
 
     def __init__(self, engine: "EngineFace", container: str, target: str, command: list[str], *,
                  user: str | None = None, workdir: str | None = None, env: dict[str, str] | None = None,
-                 timeout: float | None = None, max_output: int = DEFAULT_MAX_OUTPUT):
-        self.engine, self.container, self.target, self.command = engine, container, target, command
+                 timeout: float | None = None, max_output: int = DEFAULT_MAX_OUTPUT, shown: list[str] | None = None):
+        # `shown`: the command as messages and the result name it, when `command` wraps it
+        self.engine, self.container, self.target, self.command = engine, container, target, shown or command
         self.user = user
         self.marker = uuid.uuid4().hex
         self.timeout = timeout

@@ -91,11 +91,15 @@ class Grant:
             self._revoke(self)
         self.live = False
 
+    @property
+    def token_var(self) -> str:
+        """Where the CLI takes the token from: where it would put this kind of credential."""
+        bearer = self.credential is not None and self.credential.scheme == BEARER
+        return "ANTHROPIC_AUTH_TOKEN" if bearer else "ANTHROPIC_API_KEY"
+
     def env(self) -> dict[str, str]:
         """The variables of the run's CLI: the token where the CLI puts its key, the proxy as its base URL."""
-        var = "ANTHROPIC_AUTH_TOKEN" if self.credential is not None and self.credential.scheme == BEARER \
-            else "ANTHROPIC_API_KEY"
-        return {var: self.token, "ANTHROPIC_BASE_URL": self.url}
+        return {self.token_var: self.token, "ANTHROPIC_BASE_URL": self.url}
 
     def next_seq(self) -> int:
         seq, self._seq = self._seq, self._seq + 1

@@ -257,9 +257,16 @@ def after_start(engine: EngineFace, agent: ContainerInfo) -> None:
         wait_applied(engine, guard.name)
 
 
-def allow_endpoint(engine: EngineFace, lab_name: str, agent_id: str, url: str | None) -> bool:
+# The endpoint rules this process added, per engine and sidecar: a rule stays while the sidecar lives, so
+# the next run of the agent needs no round trip for it. A sidecar that restarted has lost its rules; the
+# run's probe finds that out and asks again (`again=True`).
+_ALLOWED: set[tuple[int, str, str, int]] = set()
+
+
+def allow_endpoint(engine: EngineFace, lab_name: str, agent_id: str, url: str | None, *, again: bool = False) -> bool:
     """Let one agent reach the model endpoint of a run when it is an address (the lab's model server or
-    recording proxy on the gateway); a named endpoint is in the policy already. True if a rule was added."""
+    recording proxy on the gateway); a named endpoint is in the policy already. True if a rule was added now
+    (False: not needed, or added before by this process and `again` not asked)."""
     if not url:
         return False
     parts = urlsplit(url)
@@ -269,10 +276,14 @@ def allow_endpoint(engine: EngineFace, lab_name: str, agent_id: str, url: str | 
         return False
     port = parts.port or (443 if parts.scheme == "https" else 80)
     name = sidecar_name(lab_name, agent_id)
+    key = (id(engine), name, str(ip), port)
+    if key in _ALLOWED and not again:
+        return False
     info = engine.container(name)
     if info is None or not info.running:
         return False
     _, out, err = engine.exec_output(name, ["netguard", "allow", str(ip), str(port)], user="root")
     if err.strip():
         raise LabError(f"could not let {agent_id} reach its model endpoint {ip}:{port}: {err.decode().strip()}")
+    _ALLOWED.add(key)
     return True

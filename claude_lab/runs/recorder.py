@@ -39,6 +39,7 @@ class RecordedRun(Protocol):
     start_commit: str | None
     container: str
     result: RunResult | None
+    snapshot: "dict[str, Any] | None"  # {"branch", "bundle"} when the run's own "after" step made it
 
 
 def endpoint_address(url: str | None) -> str | None:
@@ -118,11 +119,12 @@ class RunRecorder:
         except Exception as exc:  # noqa: BLE001 - the run goes on; say what the cassette misses
             warnings.warn(f"run {self.run_id}: exchange {exchange.seq} could not be stored: {exc}", stacklevel=2)
 
-    def _snapshot(self, container: str, start_commit: str) -> dict[str, bytes]:
+    def _snapshot(self, container: str, start_commit: str, made: "dict[str, Any] | None") -> dict[str, bytes]:
         """The workspace up to the run's start commit, for replay. A seeded workspace's base (the project's
-        history) is stored once per lab and commit; the run keeps only what came after it."""
+        history) is stored once per lab and commit; the run keeps only what came after it. `made`: the bundle
+        and branch the run's "after" step already made (else two execs make them here)."""
         out: dict[str, bytes] = {}
-        branch = workspace_branch(self.engine, container, WORKSPACE)
+        branch = made["branch"] if made else workspace_branch(self.engine, container, WORKSPACE)
         if branch:
             out["workspace.branch"] = branch.encode()
         base = self.info.labels.get(n.BASE) if self.info is not None else None
@@ -130,7 +132,8 @@ class RunRecorder:
             if not self.store.has_seed(self.lab_name, base):
                 self.store.put_seed(self.lab_name, base, snapshot_workspace(self.engine, container, WORKSPACE, base))
             out["workspace.seed"] = base.encode()
-        out["workspace.bundle"] = snapshot_workspace(self.engine, container, WORKSPACE, start_commit, exclude=base)
+        out["workspace.bundle"] = made["bundle"] if made else \
+            snapshot_workspace(self.engine, container, WORKSPACE, start_commit, exclude=base)
         return out
 
     def fail(self, error: str) -> None:
@@ -159,7 +162,7 @@ class RunRecorder:
                 artifacts["stderr.txt"] = res.stderr.encode("utf-8")
             if res.start_commit:
                 try:
-                    artifacts.update(self._snapshot(run.container, res.start_commit))
+                    artifacts.update(self._snapshot(run.container, res.start_commit, run.snapshot))
                 except LabError as exc:
                     artifacts["workspace.error"] = str(exc).encode("utf-8")
             fields = result_fields(res)

@@ -1,30 +1,17 @@
 """Runs in an agent's workspace: the real Claude Code CLI (`lab.claude`) or a plain command (`lab.shell`).
 
-A Claude run is::
-
-    claude -p --output-format stream-json --verbose --permission-mode bypassPermissions \
-           [--allowedTools A,B] [--max-turns N] [--model M] [--resume SESSION] -- PROMPT
-
-executed with `docker exec` as the agent's own (non-root) user in /workspace. The CLI talks to the
-lab's model proxy on the host (`model.gateway`), with a per-run token in place of the API key:
-the key never enters the container. Why these flags:
-
-- `-p` (print mode) runs one prompt non-interactively and skips the workspace trust dialog;
-  `--output-format stream-json` prints one JSON event per line as things happen, and print mode
-  requires `--verbose` for that format.
-- `--permission-mode bypassPermissions` (the same as `--dangerously-skip-permissions`) lets tools
-  run without a person to approve them: the container is the sandbox. The CLI refuses it as root,
-  which agents are not. With `allowed_tools=` and no `permission_mode=` the mode is `dontAsk`
-  instead, so exactly the listed tools are approved and any other tool use is denied.
-- `--` ends the options, so a prompt that starts with `-` is still the prompt.
+A Claude run is the real CLI (`claude_cli.claude_argv` says how it is called and why) executed with
+`docker exec` as the agent's own (non-root) user in /workspace, inside its workspace steps (one exec, see
+`envelope`). The CLI talks to the lab's model proxy on the host (`model.gateway`), with a per-run token in
+place of the API key: the key never enters the container.
 
 Stopping: the exec carries a marker in its environment that every child inherits (the CLI, its
 Bash tool's shells, what they start); timeout, `cancel()` and Ctrl-C signal every process in the
 container that carries it (`ExecStream.cancel`), so nothing keeps running after a run ends.
 
-Before the CLI starts, one small script inside the container calls the proxy with the run's token
-(binding the token to the agent's address; an unreachable proxy fails in seconds instead of in the
-CLI's retry loop) and records the workspace's start commit (see `workspace`). A 401 from the model
+Before the CLI starts, the envelope's "before" step calls the proxy with the run's token (binding the
+token to the agent's address; an unreachable proxy fails in seconds instead of in the CLI's retry loop)
+and records the workspace's start commit (see `workspace`). A 401 from the model
 stops the run at the CLI's first retry and raises `AuthenticationError`. The run's end revokes the token.
 
 Recording (the default; `record=False` or the `record_runs` setting turn it off): a `RunRecorder`
@@ -37,15 +24,18 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from ..containers.execution import Bounded, ExecStream, OutputChunk
 from ..containers.services import WORKSPACE
 from ..errors import AuthenticationError, LabError, LabTimeout, ModelUnreachable
 from ..model.gateway import open_grant
 from ..netguard.sidecar import allow_endpoint
+from .. import naming as n
 from ..util.redaction import redact_text
 from . import workspace
+from .claude_cli import is_auth_failure
+from .envelope import Envelope
 from .events import AssistantMessage, Message, ResultMessage, SystemMessage, parse_line
 from .ids import new_run_id
 from .results import RunEvent, RunResult, tool_calls_from
@@ -58,7 +48,6 @@ if TYPE_CHECKING:
     from ..model.grants import Grant
     from .recorder import RunRecorder
 
-MAX_PROMPT_BYTES = 100_000  # one argv string may hold at most 128 KiB on Linux
 MAX_SHELL_OUTPUT = 32 * 1024 * 1024
 _STDERR_KEEP = 64 * 1024
 
@@ -87,46 +76,6 @@ class RunTarget:
     secrets: tuple[str, ...] = ()
 
 
-def claude_argv(prompt: str, *, max_turns: int | None = None, model: str | None = None,
-                allowed_tools: str | Iterable[str] | None = None, permission_mode: str | None = None,
-                resume: str | None = None, max_budget_usd: float | None = None) -> list[str]:
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise LabError("empty prompt: tell the agent what to do, for example 'add a /health endpoint'")
-    if len(prompt.encode("utf-8")) > MAX_PROMPT_BYTES:
-        raise LabError(f"the prompt is {len(prompt.encode('utf-8')):,} bytes; at most {MAX_PROMPT_BYTES:,} fit on "
-                       f"a command line: put the long part in a file in the workspace and refer to it")
-    tools: list[str] | None = None
-    if allowed_tools is not None:
-        tools = [allowed_tools] if isinstance(allowed_tools, str) else [str(t) for t in allowed_tools]
-    mode = permission_mode or ("dontAsk" if tools else "bypassPermissions")
-    argv = ["claude", "-p", "--output-format", "stream-json", "--verbose", "--permission-mode", mode]
-    if tools:
-        argv += ["--allowedTools", ",".join(tools)]
-    if max_turns is not None:
-        if not isinstance(max_turns, int) or max_turns < 1:
-            raise LabError(f"max_turns={max_turns!r}: give a positive number of turns")
-        argv += ["--max-turns", str(max_turns)]
-    if model:
-        argv += ["--model", model]
-    if resume:
-        argv += ["--resume", resume]
-    if max_budget_usd is not None:
-        if not isinstance(max_budget_usd, (int, float)) or not max_budget_usd > 0:
-            raise LabError(f"max_budget_usd={max_budget_usd!r}: give a positive amount in dollars")
-        argv += ["--max-budget-usd", f"{max_budget_usd:g}"]
-    return argv + ["--", prompt]
-
-
-def _is_auth_failure(event: Message) -> bool:
-    if isinstance(event, SystemMessage) and event.subtype == "api_retry":
-        return event.data.get("error_status") == 401 or event.data.get("error") == "authentication_failed"
-    if isinstance(event, AssistantMessage):
-        return event.error == "authentication_failed" or event.raw.get("api_error_status") == 401
-    if isinstance(event, ResultMessage):
-        return event.api_error_status == 401
-    return False
-
-
 class Run:
     """A run in progress. Iterate it for events as they arrive; `.result` is the `RunResult` at the end.
 
@@ -150,6 +99,7 @@ class Run:
         self.timeout = timeout
         self.endpoint = endpoint
         self.start_commit: str | None = None
+        self.snapshot: dict[str, Any] | None = None  # the start state the "after" step bundled, for the recorder
         self.result: RunResult | None = None
         self.events: list[RunEvent] = []
         self._on_event = on_event
@@ -166,6 +116,7 @@ class Run:
         self._gen: Iterator[RunEvent] | None = None
         self._iterating = False
         self._stream: ExecStream | None = None
+        self._envelope: Envelope | None = None
         self._recorder = recorder  # run store: the record, and the proxy the CLI's model traffic goes through
 
     def start(self) -> "Run":
@@ -179,27 +130,14 @@ class Run:
                                     on_exchange=recorder.exchange if recorder is not None else None)
             self._secrets.append(self.grant.token)
         try:
-            url = self.grant.url if self.grant else None
-            # The agent's netguard lets it reach the proxy (an address on the host); the rest of the host stays out.
-            allow_endpoint(t.engine, t.lab, t.agent_id, url)
-            prepared = workspace.prepare(t.engine, t.container, WORKSPACE, self.run_id, probe=url,
-                                         token=self.grant.token if self.grant else None)
-            if prepared.unreachable:
-                raise self._unreachable(prepared.unreachable, url or "")
-            if prepared.refused:
-                raise LabError(f"claude-lab's model proxy {url} refused run {self.run_id}'s token from "
-                               f"{t.agent_id}: {prepared.refused}")
-            self.start_commit = prepared.start_commit
-            env = {**t.env, **(self.grant.env() if self.grant else {})} or None
+            self._open()
             if recorder is not None:
-                recorder.begin(self, t.info)  # the "running" record, before anything can happen
-            try:
-                self._stream = ExecStream(t.engine, t.container, t.agent_id, self.argv, workdir=WORKSPACE, env=env,
-                                          timeout=self.timeout, max_output=64 * 1024)
-            except BaseException as exc:
-                if recorder is not None:
+                try:
+                    recorder.begin(self, t.info)  # the "running" record, as the command starts
+                except BaseException as exc:
+                    self._stop()
                     recorder.fail(str(exc) or type(exc).__name__)
-                raise
+                    raise
         except BaseException:
             if self.grant is not None:
                 self.grant.revoke()
@@ -207,6 +145,42 @@ class Run:
         if self._cancel_requested:
             self._stream.cancel()
         return self
+
+    def _open(self) -> None:
+        """The run's one exec (`envelope`): the "before" step, then the command. Returns once the workspace's
+        start commit is known; raises (and the command never starts) when the proxy cannot be reached or
+        refuses the token, or git fails."""
+        t = self.target
+        url = self.grant.url if self.grant else None
+        env = {**t.env, **(self.grant.env() if self.grant else {})} or None
+        base = t.info.labels.get(n.BASE) if t.info is not None else None
+        args = workspace.step_args(WORKSPACE, self.run_id, probe=url,
+                                   token_env=self.grant.token_var if self.grant else None,
+                                   snapshot=([base] if base else []) if self._recorder is not None else None)
+        # The agent's netguard lets it reach the proxy (an address on the host); the rest of the host stays out.
+        # The rule is remembered per sidecar; a sidecar that restarted since lost it, which the probe tells.
+        added = allow_endpoint(t.engine, t.lab, t.agent_id, url)
+        for again in (False, True):
+            envelope = Envelope(t.engine, t.container, t.agent_id, self.argv, args, workdir=WORKSPACE, env=env,
+                                timeout=self.timeout, max_output=64 * 1024)
+            try:
+                prepared = workspace.prepared(envelope.begin(), self.run_id, t.container)
+            except BaseException:
+                envelope.stream.cancel()
+                raise
+            if prepared.start_commit is None:
+                envelope.drain()
+            if prepared.unreachable and not added and not again:
+                added = allow_endpoint(t.engine, t.lab, t.agent_id, url, again=True)
+                continue
+            break
+        if prepared.unreachable:
+            raise self._unreachable(prepared.unreachable, url or "")
+        if prepared.refused:
+            raise LabError(f"claude-lab's model proxy {url} refused run {self.run_id}'s token from "
+                           f"{t.agent_id}: {prepared.refused}")
+        self.start_commit = prepared.start_commit
+        self._envelope, self._stream = envelope, envelope.stream
 
     def _unreachable(self, why: str, proxy_url: str) -> ModelUnreachable:
         endpoint = self.endpoint
@@ -269,7 +243,7 @@ class Run:
 
     def _emit(self, event: RunEvent) -> None:
         self.events.append(event)
-        if self.kind == "claude" and self._auth_failure is None and _is_auth_failure(event):  # type: ignore[arg-type]
+        if self.kind == "claude" and self._auth_failure is None and is_auth_failure(event):  # type: ignore[arg-type]
             self._auth_failure = self._auth_message(event)  # type: ignore[arg-type]
             self._stop()  # a bad key does not get better with the CLI's retries
         if self._on_event is not None:
@@ -286,9 +260,9 @@ class Run:
                 + ". Check ANTHROPIC_API_KEY / api_key_file / api_key_command")
 
     def _lines(self) -> Iterator[RunEvent]:
-        assert self._stream is not None
+        assert self._envelope is not None
         pending = ""
-        for chunk in self._stream:
+        for chunk in self._envelope:
             if self.kind == "shell":
                 yield replace(chunk, text=self._redact(chunk.text)) if self._secrets else chunk
                 continue
@@ -375,7 +349,11 @@ class Run:
 
         finished: workspace.Finished | None = None
         git_problem = None
-        if self.start_commit:
+        after = self._envelope.after if self._envelope is not None else None
+        if self.start_commit and after is not None:
+            finished = workspace.finished(after, self.start_commit)
+            git_problem, self.snapshot = finished.error, workspace.snapshot_of(after)
+        elif self.start_commit:  # stopped before its "after" step: that step alone
             try:
                 finished = workspace.finish(self.target.engine, self.container, WORKSPACE, self.run_id,
                                             self.start_commit)
