@@ -152,7 +152,7 @@ class Bench:
         self.ids = [f"agent-{i:03d}" for i in range(agents)]
         self.service = ClaudeCodeDockerService(lab, max_concurrency=agents)
         self.gateway = ""
-        self.steps: dict[str, dict[str, float]] = {}  # run_id -> prepare/finish start and end (time.time())
+        self.steps: dict[str, dict[str, float]] = {}  # run_id -> the envelope's moments (time.time())
         self._lock = threading.Lock()
         self.failures: list[str] = []
         self.models: list[ScriptedModel] = []
@@ -323,26 +323,17 @@ class Bench:
 
     # -- what the git steps and the probe cost on their own ------------------------------------------
     def step_costs(self, repeats: int) -> dict[str, tuple[float, float]]:
-        """Median wall and container-CPU seconds of prepare with and without the probe, and of finish."""
+        """Median wall and container-CPU seconds of the "after" step alone (a stopped run's fallback)."""
         a = self.ids[0]
         container = self.lab.container_name(a)
-        engine = self.lab.engine
-        url = f"http://{self.gateway}:{self.model([]).port}"
-        found: dict[str, list[tuple[float, float]]] = {"prepare, probe": [], "prepare, no probe": [], "finish": []}
-        for i in range(repeats):
-            for key in found:
-                run_id = f"bench-{uuid.uuid4().hex[:6]}"
-                cpu0 = self.container_cpu([a])
-                t0 = time.perf_counter()
-                if key == "finish":
-                    workspace.finish(engine, container, "/workspace", run_id, None)
-                else:
-                    workspace.prepare(engine, container, "/workspace", run_id,
-                                      probe=url if key == "prepare, probe" else None)
-                wall = time.perf_counter() - t0
-                found[key].append((wall, self.container_cpu([a]) - cpu0))
-        self.stop_models()
-        return {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in found.items()}
+        found: list[tuple[float, float]] = []
+        for _ in range(repeats):
+            cpu0 = self.container_cpu([a])
+            t0 = time.perf_counter()
+            workspace.finish(self.lab.engine, container, "/workspace", f"bench-{uuid.uuid4().hex[:6]}", None)
+            found.append((time.perf_counter() - t0, self.container_cpu([a]) - cpu0))
+        return {"after step alone (finish)": (statistics.median(w for w, _ in found),
+                                              statistics.median(c for _, c in found))}
 
 
 def median(samples: list[Sample], attr: str) -> float:

@@ -115,8 +115,7 @@ class Run:
         self._output = Bounded(MAX_SHELL_OUTPUT)
         self._gen: Iterator[RunEvent] | None = None
         self._iterating = False
-        self._stream: ExecStream | None = None
-        self._envelope: Envelope | None = None
+        self._envelope: Envelope | None = None  # the run's one exec, once started
         self._recorder = recorder  # run store: the record, and the proxy the CLI's model traffic goes through
 
     def start(self) -> "Run":
@@ -160,27 +159,35 @@ class Run:
         # The agent's netguard lets it reach the proxy (an address on the host); the rest of the host stays out.
         # The rule is remembered per sidecar; a sidecar that restarted since lost it, which the probe tells.
         added = allow_endpoint(t.engine, t.lab, t.agent_id, url)
-        for again in (False, True):
-            envelope = Envelope(t.engine, t.container, t.agent_id, self.argv, args, workdir=WORKSPACE, env=env,
-                                timeout=self.timeout, max_output=64 * 1024)
-            try:
-                prepared = workspace.prepared(envelope.begin(), self.run_id, t.container)
-            except BaseException:
-                envelope.stream.cancel()
-                raise
-            if prepared.start_commit is None:
-                envelope.drain()
-            if prepared.unreachable and not added and not again:
-                added = allow_endpoint(t.engine, t.lab, t.agent_id, url, again=True)
-                continue
-            break
+        envelope, prepared = self._begin(args, env)
+        if prepared.unreachable and url and not added:  # the remembered rule may be gone with a restarted firewall
+            allow_endpoint(t.engine, t.lab, t.agent_id, url, again=True)
+            envelope, prepared = self._begin(args, env)
         if prepared.unreachable:
             raise self._unreachable(prepared.unreachable, url or "")
         if prepared.refused:
             raise LabError(f"claude-lab's model proxy {url} refused run {self.run_id}'s token from "
                            f"{t.agent_id}: {prepared.refused}")
         self.start_commit = prepared.start_commit
-        self._envelope, self._stream = envelope, envelope.stream
+        self._envelope = envelope
+
+    @property
+    def _stream(self) -> ExecStream | None:
+        return self._envelope.stream if self._envelope is not None else None
+
+    def _begin(self, args: dict, env: dict[str, str] | None) -> "tuple[Envelope, workspace.Prepared]":
+        """Start the envelope and read its "before" report (to the end when the command is not to start)."""
+        t = self.target
+        envelope = Envelope(t.engine, t.container, t.agent_id, self.argv, args, workdir=WORKSPACE, env=env,
+                            timeout=self.timeout, max_output=64 * 1024)
+        try:
+            prepared = workspace.prepared(envelope.begin(), self.run_id, t.container)
+        except BaseException:
+            envelope.stream.cancel()
+            raise
+        if prepared.start_commit is None:
+            envelope.drain()
+        return envelope, prepared
 
     def _unreachable(self, why: str, proxy_url: str) -> ModelUnreachable:
         endpoint = self.endpoint

@@ -14,23 +14,36 @@ if TYPE_CHECKING:
 SNAPSHOT_REF = "refs/claude-lab/snapshot"
 BUNDLE_PATH = "/tmp/claude-lab-start.bundle"
 
-_SNAPSHOT = r'''
-import fcntl, subprocess, sys
+# Python source: the bundle of a workspace's history up to a commit, without the history of others. The run's
+# own "after" step (see `workspace`) calls it too, under the lock it already holds.
+BUNDLE = r'''
+import subprocess
+
+
+def bundle(ws, start, ref, exclude):
+    """(git's exit code, the bundle, git's stderr) of the history up to `start` without `exclude`'s."""
+    def git(*args):
+        return subprocess.run(["git", "-c", "safe.directory=*", *args], cwd=ws, capture_output=True)
+    p = git("update-ref", ref, start)
+    if p.returncode != 0:
+        return p.returncode, b"", p.stderr
+    try:
+        p = git("bundle", "create", "-", ref, *["^" + e for e in exclude])
+    finally:
+        git("update-ref", "-d", ref)
+    return p.returncode, p.stdout, p.stderr
+'''
+
+_SNAPSHOT = BUNDLE + r'''
+import fcntl, sys
 ws, start, ref, exclude = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 lock = open("/tmp/.claude-lab-git.lock", "a")
 fcntl.flock(lock, fcntl.LOCK_EX)
-def git(*args, **kw):
-    return subprocess.run(["git", "-c", "safe.directory=*", *args], cwd=ws, capture_output=True, **kw)
-p = git("update-ref", ref, start)
-if p.returncode != 0:
-    sys.stderr.buffer.write(p.stderr); sys.exit(3)
-try:
-    p = git("bundle", "create", "-", ref, *["^" + e for e in exclude])
-finally:
-    git("update-ref", "-d", ref)
-if p.returncode != 0:
-    sys.stderr.buffer.write(p.stderr); sys.exit(4)
-sys.stdout.buffer.write(p.stdout)
+code, data, err = bundle(ws, start, ref, exclude)
+if code != 0:
+    sys.stderr.buffer.write(err)
+    sys.exit(3)
+sys.stdout.buffer.write(data)
 '''
 
 _RESTORE = r'''

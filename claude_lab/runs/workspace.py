@@ -10,8 +10,8 @@ The steps are small Python functions run inside the container (python3 is in the
 agent's user, under a lock so two runs in one workspace do not trip over git's index lock. The
 "before" step first calls the lab's model proxy from inside the container with the run's token
 (which binds the token to this container's address, and tells an unreachable proxy in seconds).
-A run carries both steps in its own exec, around its command (see `envelope`); `prepare` and
-`finish` run one step alone (`finish` is the fallback when a run was stopped before its "after").
+A run carries both steps in its own exec, around its command (see `envelope`); `finish` runs the
+"after" step alone, for a run that was stopped before it.
 When asked (`snapshot=`), the "after" step also bundles the history up to the start commit for the
 run store (see `snapshot`), so a recorded run needs no exec of its own for that either.
 """
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import LabError
 from ..model.grants import HELLO_PATH
-from .snapshot import SNAPSHOT_REF
+from .snapshot import BUNDLE, SNAPSHOT_REF
 
 if TYPE_CHECKING:
     from ..engine.face import EngineFace
@@ -37,7 +37,7 @@ AUTHOR = {"GIT_AUTHOR_NAME": "claude-lab", "GIT_AUTHOR_EMAIL": "claude-lab@local
           "GIT_COMMITTER_NAME": "claude-lab", "GIT_COMMITTER_EMAIL": "claude-lab@localhost"}
 
 # The steps, as Python source for `python3 -c`: `before(a)` and `after(a)` return what they found.
-STEPS = r'''
+STEPS = BUNDLE + r'''
 import base64, fcntl, json, os, socket, subprocess, sys
 from urllib.parse import urlsplit
 
@@ -153,17 +153,10 @@ class Steps:
             self._snapshot(start)
 
     def _snapshot(self, start):
-        out, ref = {}, self.a["snapshot_ref"]
-        out["branch"] = self.git("symbolic-ref", "-q", "--short", "HEAD", check=False).stdout.strip() or None
-        self.git("update-ref", ref, start)
-        try:
-            p = self.git("bundle", "create", "-", ref, *["^" + e for e in self.a["snapshot"]], check=False,
-                         text=False)
-        finally:
-            self.git("update-ref", "-d", ref, check=False)
-        if p.returncode == 0 and p.stdout and len(p.stdout) <= self.a["max_bundle"]:
-            out["bundle"] = base64.b64encode(p.stdout).decode("ascii")
-            self.out["snapshot"] = out
+        branch = self.git("symbolic-ref", "-q", "--short", "HEAD", check=False).stdout.strip() or None
+        code, data, _ = bundle(self.ws, start, self.a["snapshot_ref"], self.a["snapshot"])
+        if code == 0 and data and len(data) <= self.a["max_bundle"]:  # else the recorder makes it alone
+            self.out["snapshot"] = {"branch": branch, "bundle": base64.b64encode(data).decode("ascii")}
 
     def before(self):
         return self.locked(self._before) if self.probe() else self.out
@@ -192,7 +185,6 @@ class Prepared:
     start_commit: str | None = None
     unreachable: str | None = None  # "host:port: Connection refused" when the probe failed
     refused: str | None = None  # the model proxy refused the run's token (its message)
-    baseline: bool = False
 
 
 @dataclass
@@ -210,7 +202,7 @@ def prepared(res: dict, run_id: str, container: str) -> Prepared:
     if res.get("git_error") or not res.get("start_commit"):
         raise LabError(f"could not record the workspace's state before run {run_id} in {container}: "
                        f"{res.get('git_error') or 'no start commit'}")
-    return Prepared(start_commit=res["start_commit"], baseline=bool(res.get("baseline")))
+    return Prepared(start_commit=res["start_commit"])
 
 
 def finished(res: dict, start_commit: str | None) -> Finished:
@@ -231,25 +223,14 @@ def snapshot_of(res: dict | None) -> dict[str, Any] | None:
     return {"branch": snap.get("branch"), "bundle": base64.b64decode(snap["bundle"])}
 
 
-def _run(engine: "EngineFace", container: str, step: str, args: dict, user: str | None,
-         env: dict[str, str] | None = None) -> dict:
-    exec_id, out, err = engine.exec_output(container, [*PYTHON, _ALONE, json.dumps(args), step], user=user,
-                                           env=env)
+def _run(engine: "EngineFace", container: str, step: str, args: dict, user: str | None) -> dict:
+    exec_id, out, err = engine.exec_output(container, [*PYTHON, _ALONE, json.dumps(args), step], user=user)
     try:
         return json.loads(out.decode("utf-8", "replace").strip().splitlines()[-1])
     except (ValueError, IndexError):
         code = engine.exec_exit_code(exec_id)
         raise LabError(f"workspace git step failed in {container} (exit {code}): "
                        f"{(err or out).decode('utf-8', 'replace').strip()[-800:]}") from None
-
-
-def prepare(engine: "EngineFace", container: str, workspace: str, run_id: str, probe: str | None = None,
-            token: str | None = None, user: str | None = None, probe_timeout: float = 3.0) -> Prepared:
-    """The "before" step alone: call the lab's model proxy at `probe` with the run's token (binding it to this
-    container's address), then commit the workspace's state as the run's start."""
-    args = step_args(workspace, run_id, probe=probe, probe_timeout=probe_timeout)
-    res = _run(engine, container, "before", args, user, {args["token_env"]: token} if token else None)
-    return prepared(res, run_id, container)
 
 
 def finish(engine: "EngineFace", container: str, workspace: str, run_id: str, start_commit: str | None,
