@@ -9,7 +9,13 @@ Whole processes, timed from spawn to exit, interleaved (baseline, claude-lab, ..
 - CLI exec:  `claude-lab exec agent -- true` against `docker exec <container> true` (goal <= 3x);
 - CLI start: `claude-lab --help` against `docker --help` (goal <= 3x);
 - import:    `python -c "import claude_lab"` against `python -c "import docker"` (goal <= 1.5x);
-- and, for the record, `python -c "import claude_lab.cli"` (pandas is not loaded by it).
+- and, for the record, `python -c "import claude_lab.cli"` (pandas is not loaded by it), and the floors
+  any Python CLI stands on: `python -c pass` against `docker --help` (the interpreter's own start-up),
+  `python -c "import typer"` (the CLI library) and `python -c "import docker"` against `docker exec`.
+
+Compiled modules are cached (in a temporary PYTHONPYCACHEPREFIX) as they are in any installed package:
+with PYTHONDONTWRITEBYTECODE=1 (this machine's environment) an editable checkout would compile ~100
+modules on every start, which no user's install does.
 
 Everything lives in a lab `bench-cli-<uuid>` in a temporary project and is removed at the end, also on
 Ctrl-C. Always exits 0: a missed goal prints a MISS line.
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import statistics
 import subprocess
 import sys
@@ -54,7 +61,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7, help="timed runs per side (default 7)")
     args = parser.parse_args()
     py = sys.executable
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    pyc = tempfile.TemporaryDirectory(prefix="bench-cli-pyc-")  # removed at exit
+    env["PYTHONPYCACHEPREFIX"] = pyc.name
     print(f"claude-lab CLI benchmark: {args.runs} runs a side; load average {os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} CPUs")
     with scratch_lab("bench-cli") as lab:
@@ -65,6 +74,9 @@ def main() -> None:
             "CLI start (--help)": (["docker", "--help"], cli + ["--help"], 3.0),
             "import claude_lab vs docker": ([py, "-c", "import docker"], [py, "-c", "import claude_lab"], 1.5),
             "import claude_lab.cli vs docker": ([py, "-c", "import docker"], [py, "-c", "import claude_lab.cli"], None),
+            "floor: python -c pass vs --help": (["docker", "--help"], [py, "-c", "pass"], None),
+            "floor: import typer vs --help": (["docker", "--help"], [py, "-c", "import typer"], None),
+            "floor: import docker vs exec": (["docker", "exec", container, "true"], [py, "-c", "import docker"], None),
         }
         for name_, (base_argv, ours_argv, goal) in pairs.items():
             timed(base_argv, env), timed(ours_argv, env)  # warm the page cache

@@ -9,15 +9,16 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 from . import naming as n
 from .containers.services import WORKSPACE
 from .errors import ConfigError, LabError, NotFound
-from .experiments.runner import Experiment
 from .experiments.tasks import fingerprint, normalize_tasks, normalize_variants, spec
-from .runs.store import now_iso
 from .workspace.hostgit import ProjectRepo
 from .util.lazy import lazy
 
 pd = lazy("pandas")  # loaded when a DataFrame is made (the CLI starts without it)
+runner = lazy("claude_lab.experiments.runner")  # the trial runner and the run store: loaded by the first
+stored = lazy("claude_lab.runs.store")  # experiment, so `claude-lab exec` starts without them
 
 if TYPE_CHECKING:
+    from .experiments.runner import Experiment
     from .agents import Agent
     from .config import LabConfig
     from .containers.execution import ExecResult
@@ -108,11 +109,11 @@ class ExperimentsRoom:
             base = None
             if source == "project":
                 base = ProjectRepo.at(self.config.project_dir).commit("HEAD")
-            store.put_experiment(name, self.name, wanted, fingerprint(wanted), base, source, now_iso(),
+            store.put_experiment(name, self.name, wanted, fingerprint(wanted), base, source, stored.now_iso(),
                                  replace=old is not None)
             old = store.experiment(name)
         assert old is not None
-        return Experiment(_Trials(self), store, name, task_list, variant_map, trials=trials, model=model,
+        return runner.Experiment(_Trials(self), store, name, task_list, variant_map, trials=trials, model=model,
                           source=old["source"], base_commit=old["base_commit"], max_turns=max_turns,
                           concurrency=concurrency, budget_usd=budget_usd, keep=keep,
                           merge=lambda run_id, message: self._merge_trial(name, run_id, message),

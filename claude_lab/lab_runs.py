@@ -14,15 +14,16 @@ from .errors import LabError
 from .model import endpoint as endpoints
 from .model.scripted import ScriptedModel
 from .netguard import sidecar as guard
-from .runs import bundles
-from .runs.recorder import record_exec, recorder_for
-from .runs.replay import replay
 from .runs.claude_cli import claude_argv
-from .runs.runner import Run, RunTarget
-from .runs.store import RunStore
 from .util.lazy import lazy
 
 pd = lazy("pandas")  # loaded when a DataFrame is made (the CLI starts without it)
+# the runner, the recorder, replay and the run store load with the first run: `claude-lab exec` starts without them
+runs_runner = lazy("claude_lab.runs.runner")
+recording = lazy("claude_lab.runs.recorder")
+replaying = lazy("claude_lab.runs.replay")
+runs_store = lazy("claude_lab.runs.store")
+bundles = lazy("claude_lab.runs.bundles")
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from .engine.types import ContainerInfo
     from .errors import NotFound, NotRunning
     from .runs.results import RunEvent, RunResult
+    from .runs.runner import Run, RunTarget
+    from .runs.store import RunStore
 
 
 class RunsRoom:
@@ -112,7 +115,7 @@ class RunsRoom:
         if not info.running:
             raise self._not_running(agent_id, info.state)
         env = self._secret_env(info)
-        return RunTarget(self.engine, self.name, agent_id, info.name, info, self._run_resources,
+        return runs_runner.RunTarget(self.engine, self.name, agent_id, info.name, info, self._run_resources,
                          peers=guard.pod_addresses(self.engine, info), env=env,
                          secrets=tuple(self._redacted()))
 
@@ -121,8 +124,8 @@ class RunsRoom:
                    endpoint: "endpoints.Endpoint | None", record: bool | None) -> Run:
         recorder = None
         if self.config.record_runs if record is None else record:
-            recorder = recorder_for(self.run_store, self.engine, self.name, kind, prompt, options, endpoint)
-        return Run(target, kind, prompt, argv, timeout=timeout, on_event=on_event, endpoint=endpoint,
+            recorder = recording.recorder_for(self.run_store, self.engine, self.name, kind, prompt, options, endpoint)
+        return runs_runner.Run(target, kind, prompt, argv, timeout=timeout, on_event=on_event, endpoint=endpoint,
                    recorder=recorder).start()
 
 
@@ -131,7 +134,7 @@ class RunsRoom:
     def run_store(self) -> RunStore:
         """The project's run store (`run_store` setting, default .claude-lab/runs.sqlite), shared in this process."""
         path = Path(self.config.run_store).expanduser()
-        return RunStore.at(path if path.is_absolute() else self.config.project_dir / path)
+        return runs_store.RunStore.at(path if path.is_absolute() else self.config.project_dir / path)
 
     def runs(self, agent: str | None = None, kind: str | None = None, status: str | None = None,
              lab: str | None = None) -> pd.DataFrame:
@@ -168,7 +171,7 @@ class RunsRoom:
                               pids=limits.get("pids") or None, image=image_id, progress=False, source=None)
             return self._run_target(agent_id)
 
-        return replay(self.run_store, run_id, engine=self.engine, lab_name=self.name, make_agent=make_agent,
+        return replaying.replay(self.run_store, run_id, engine=self.engine, lab_name=self.name, make_agent=make_agent,
                       remove_agent=lambda agent_id: self.remove_agent(agent_id, volumes=True), keep=keep,
                       timeout=timeout, prompt=prompt, setup=setup, image=image, ignore=ignore, on_event=on_event)
 
@@ -182,7 +185,7 @@ class RunsRoom:
         if info is None:
             raise self._not_found(target)
         options = {"user": user, "workdir": workdir, "timeout": timeout, "env_names": sorted(env or {})}
-        return record_exec(self.run_store, self.name, target, info, argv,
+        return recording.record_exec(self.run_store, self.name, target, info, argv,
                            command if isinstance(command, str) else " ".join(argv), options,
                            lambda: self.exec_stream(target, argv, user=user, workdir=workdir, env=env,
                                                     timeout=timeout), on_event,

@@ -1,6 +1,7 @@
 """The helpers written once (claude_lab/util): waiting, undo, redaction. Pure logic, no engine."""
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -8,7 +9,7 @@ import pytest
 from claude_lab import LabError, LabTimeout
 from claude_lab.util.redaction import REDACTED, redact_bytes, redact_headers, redact_text
 from claude_lab.util.undo import Undo
-from claude_lab.util.waiting import wait_until
+from claude_lab.util.waiting import first_of, wait_until
 
 
 def test_wait_until_returns_the_first_truthy_value():
@@ -32,6 +33,62 @@ def test_wait_until_stops_at_once_on_an_error_it_does_not_retry():
 
     with pytest.raises(LabError, match="it crashed"):
         wait_until(broken, 30, "never")
+
+
+class Blocking:
+    """A stream like a followed log: items as they are fed, blocking in between, ended by close()."""
+
+    def __init__(self, *items: str) -> None:
+        self.items, self.ready, self.closed = list(items), threading.Condition(), False
+
+    def feed(self, item: str) -> None:
+        with self.ready:
+            self.items.append(item)
+            self.ready.notify()
+
+    def close(self) -> None:
+        with self.ready:
+            self.closed = True
+            self.ready.notify()
+
+    def __iter__(self):
+        while True:
+            with self.ready:
+                self.ready.wait_for(lambda: self.items or self.closed)
+                if self.closed:
+                    return
+                item = self.items.pop(0)
+            yield item
+
+
+def test_first_of_returns_the_first_picked_item_as_it_arrives_and_closes_the_stream():
+    stream = Blocking("noise", "x=1")
+    threading.Timer(0.05, stream.feed, ["ready=yes"]).start()  # arrives later: read when it comes
+    picked = first_of(stream, lambda line: line.split("=")[1] if line.startswith("ready") else None, 5, "never",
+                      close=stream.close)
+    assert picked == "yes"
+    assert stream.closed
+
+
+def test_first_of_gives_none_when_the_stream_ends_and_raises_what_pick_raises():
+    assert first_of(iter(["a", "b"]), lambda line: None, 5, "never") is None
+
+    def pick(line: str) -> None:
+        raise LabError(f"bad line {line}")
+
+    stream = Blocking("boom")
+    with pytest.raises(LabError, match="bad line boom"):
+        first_of(stream, pick, 5, "never", close=stream.close)
+    assert stream.closed
+
+
+def test_first_of_times_out_with_its_message_and_unblocks_the_reader():
+    stream = Blocking("nothing wanted")
+    started = time.monotonic()
+    with pytest.raises(LabTimeout, match="no report after 0.2 s"):
+        first_of(stream, lambda line: None, 0.2, lambda: "no report after 0.2 s", close=stream.close)
+    assert 0.15 < time.monotonic() - started < 2
+    assert stream.closed
 
 
 def test_undo_runs_newest_first_and_forgets_what_was_dropped():

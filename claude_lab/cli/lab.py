@@ -310,7 +310,7 @@ def cleanup(volumes: bool = typer.Option(False, "--volumes", help="Also delete r
 
 @app.command()
 def build(
-    images: List[str] = typer.Argument(None, help="Images to build (default: all): base dev agent postgres redis."),
+    images: List[str] = typer.Argument(None, help="Images to build (default: all): base dev agent postgres redis netguard."),
     force: bool = typer.Option(False, "--force", help="Rebuild even when the content hash matches."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show every line of build output."),
 ) -> None:

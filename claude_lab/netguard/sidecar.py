@@ -9,14 +9,15 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
+import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 from urllib.parse import urlsplit
 
 from .. import naming as n
 from ..engine.types import ContainerInfo, ContainerSpec
-from ..errors import ConfigError, LabError
-from ..util.waiting import wait_until
+from ..errors import ConfigError, LabError, LabTimeout
+from ..util.waiting import first_of, wait_until
 from .policy import EgressPolicy, check_mode, endpoint_entries, group_settings, parse_entry
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ EGRESS_LABEL = n.EGRESS
 NETGUARD_LABEL = n.NETGUARD
 SIDECAR_MEMORY = "48m"
 SIDECAR_PIDS = 64
-SIDECAR_CPUS = 0.25
+SIDECAR_CPUS = 1.0
 LOCAL_CHECK_WAIT, SWARM_CHECK_WAIT = 20, 90  # seconds the self-check waits for PostgreSQL to answer
 
 
@@ -140,6 +141,17 @@ class EgressState:
         return self.text
 
 
+def _report(line: str) -> dict[str, Any] | None:
+    """A sidecar's JSON report line (applied/refreshed), or None for any other line."""
+    line = line.strip()
+    if not line.startswith('{"netguard"'):
+        return None
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None
+
+
 def last_result(engine: EngineFace, sidecar: str) -> dict[str, Any]:
     """The sidecar's last JSON line (applied/refreshed), or {} if it printed none yet."""
     try:
@@ -148,13 +160,22 @@ def last_result(engine: EngineFace, sidecar: str) -> dict[str, Any]:
         return {}
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else ""
     for line in reversed(text.splitlines()):
-        line = line.strip()
-        if line.startswith('{"netguard"'):
-            try:
-                return json.loads(line)
-            except ValueError:
-                continue
+        result = _report(line)
+        if result is not None:
+            return result
     return {}
+
+
+def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
+    """A followed log's chunks as lines (a chunk may hold several lines, or part of one)."""
+    rest = b""
+    for chunk in chunks:
+        rest += chunk
+        *whole, rest = rest.split(b"\n")
+        for line in whole:
+            yield line.decode("utf-8", "replace")
+    if rest:
+        yield rest.decode("utf-8", "replace")
 
 
 def state_of(engine: EngineFace, agent: ContainerInfo, sidecar: ContainerInfo | None) -> EgressState:
@@ -179,24 +200,17 @@ def _since_start(result: dict[str, Any], info: ContainerInfo | None) -> bool:
 
 
 def wait_applied(engine: EngineFace, sidecar: str, timeout: float | None = None) -> dict[str, Any]:
-    """Poll the sidecar's log until its current run reports the rules applied and checked; raise if not.
-    `timeout` defaults to the policy's `apply_timeout` for this backend."""
+    """Follow the sidecar's log until its current run reports the rules applied and checked; raise if not.
+    No polling: the report is read the moment the sidecar prints it. `timeout` defaults to the policy's
+    `apply_timeout` for this backend."""
     if timeout is None:
         timeout = (LOCAL_CHECK_WAIT if engine.backend == "local" else SWARM_CHECK_WAIT) + 40.0
-    def reported() -> dict[str, Any] | None:
-        info = engine.container(sidecar)
-        result = last_result(engine, sidecar)
-        if _since_start(result, info):
-            if not result.get("ok"):
-                why = result.get("error") or f"blocked check: {result.get('blocked')}; " \
-                                             f"allowed check: {result.get('allowed')}"
-                raise LabError(f"the egress firewall of {sidecar} failed, so the agent was not started: {why}. "
-                               f"Its log: `docker logs {sidecar}`")
-            return result
-        if info is None or info.state in ("exited", "dead"):
-            raise LabError(f"the egress firewall {sidecar} stopped before applying its rules "
-                           f"(exit {info.exit_code if info else '?'}); see `docker logs {sidecar}`")
-        return None
+    deadline = time.monotonic() + timeout
+
+    def failed(result: dict[str, Any]) -> LabError:
+        why = result.get("error") or f"blocked check: {result.get('blocked')}; allowed check: {result.get('allowed')}"
+        return LabError(f"the egress firewall of {sidecar} failed, so the agent was not started: {why}. "
+                        f"Its log: `docker logs {sidecar}`")
 
     def how_far() -> str:
         info = engine.container(sidecar)
@@ -210,7 +224,36 @@ def wait_applied(engine: EngineFace, sidecar: str, timeout: float | None = None)
                 f"{info.state if info else 'gone'}; its last output: {tail or 'none'}); "
                 f"see `docker logs {sidecar}`")
 
-    return wait_until(reported, timeout, how_far)
+    def settled() -> list[ContainerInfo | None] | None:  # not while Docker is (re)starting it
+        info = engine.container(sidecar)
+        return None if info is not None and info.state in ("created", "restarting") else [info]
+
+    followed: list[object] = []  # the starts whose log was followed to its end
+    while True:  # once, unless the sidecar restarted while we followed it (its log stream ends then)
+        info = wait_until(settled, max(0.0, deadline - time.monotonic()), how_far)[0]
+        if info is None or info.state in ("exited", "dead"):
+            raise LabError(f"the egress firewall {sidecar} stopped before applying its rules "
+                           f"(exit {info.exit_code if info else '?'}); see `docker logs {sidecar}`")
+        if info.started_at in followed:
+            raise LabError(f"the log of the egress firewall {sidecar} ended while it runs, without its report; "
+                           f"see `docker logs {sidecar}`")
+        followed.append(info.started_at)
+
+        def current(line: str, info: ContainerInfo = info) -> dict[str, Any] | None:
+            result = _report(line)
+            if result is None or not _since_start(result, info):
+                return None  # output, or a report of an earlier run (the log keeps them)
+            if not result.get("ok"):
+                raise failed(result)
+            return result
+
+        stream = engine.logs(sidecar, follow=True)  # the whole log, then each line as it comes
+        result = first_of(_lines(stream), current, max(0.0, deadline - time.monotonic()), how_far,  # type: ignore[arg-type]
+                          close=getattr(stream, "close", None))
+        if result is not None:
+            return result
+        if time.monotonic() >= deadline:
+            raise LabTimeout(how_far())
 
 
 def guard_of(engine: EngineFace, agent: ContainerInfo) -> ContainerInfo | None:

@@ -30,15 +30,19 @@ json_list() { # words -> ["a","b"]
 resolve_names() { # each name in parallel; a name that does not resolve keeps its last known addresses
   names | {
     while read -r name ports; do
-      (
-        a4=$(timeout 8 getent ahostsv4 "$name" 2>/dev/null | awk '{print $1}' | sort -u)
-        a6=$(timeout 8 getent ahostsv6 "$name" 2>/dev/null | awk '$1 !~ /^::ffff:/ {print $1}' | sort -u)
-        if [ -n "$a4$a6" ]; then
-          printf '%s\n' $a4 > "$STATE/names/$name.4"
-          printf '%s\n' $a6 > "$STATE/names/$name.6"
-          rm -f "$STATE/names/$name.failed"
+      ( # one lookup for both families (AF_UNSPEC), split by awk: three processes a name
+        f="$STATE/names/$name"
+        timeout 8 getent ahosts "$name" 2>/dev/null | awk -v f4="$f.4.new" -v f6="$f.6.new" '
+          BEGIN { printf "" > f4; printf "" > f6 }
+          seen[$1]++ { next }
+          $1 ~ /^::ffff:/ { next }
+          $1 ~ /:/ { print $1 > f6; next }
+          { print $1 > f4 }'
+        if [ -s "$f.4.new" ] || [ -s "$f.6.new" ]; then
+          mv "$f.4.new" "$f.4"; mv "$f.6.new" "$f.6"
+          rm -f "$f.failed"
         else
-          touch "$STATE/names/$name.failed"
+          rm -f "$f.4.new" "$f.6.new"; touch "$f.failed"
         fi
       ) &
     done
