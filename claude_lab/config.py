@@ -19,6 +19,7 @@ from .netguard.policy import DEFAULT_ALLOW, DEFAULT_EGRESS, DEFAULT_REFRESH, che
 
 ENV_PREFIX = "CLAUDE_LAB_"
 BACKENDS = ("local", "swarm")
+SERVICES_NETWORK = ("auto", "shared", "per-group")
 CONFIG_FILE = "claude-lab.toml"
 
 
@@ -59,6 +60,10 @@ class LabConfig:
     egress_allow: list[str] = field(default_factory=lambda: list(DEFAULT_ALLOW))  # "domain[:ports]", CIDR[:ports]
     egress_refresh: float = DEFAULT_REFRESH  # seconds between re-resolutions of allowlisted names (0: never)
     groups: dict[str, Any] = field(default_factory=dict)  # per group: [groups.g1] egress = "none", egress_allow
+    # How agents of a group reach the services: "shared" (one services network beside each group's, on which the
+    # netguard lets through only the services' addresses: a new group costs the services nothing), "per-group"
+    # (the services join each group's network), "auto" (shared on a swarm, where joining one restarts the service).
+    services_network: str = "auto"
     # Dev container.
     dev_memory: str | None = None
     dev_cpus: float | None = None
@@ -106,7 +111,15 @@ class LabConfig:
             raise ConfigError(f"backend={self.backend!r}: use one of {', '.join(BACKENDS)} "
                               f"(\"swarm\" runs agents on a Docker Swarm, docs/scale-out.md)")
         check_settings(self)
+        if self.services_network not in SERVICES_NETWORK:
+            raise ConfigError(f"services_network={self.services_network!r}: use one of "
+                              f"{', '.join(repr(v) for v in SERVICES_NETWORK)} (see docs/scale-out.md)")
         self.pool_sizes()
+
+    @property
+    def shared_services(self) -> bool:
+        """Do agents of a group reach the services over the shared services network (not their group's)?"""
+        return self.services_network == "shared" or (self.services_network == "auto" and self.backend == "swarm")
 
     def pool_sizes(self) -> dict[str | None, int]:
         """`agent_pool` as {group (None: agents without one): how many ready agents to keep}."""

@@ -99,6 +99,12 @@ def network_name(lab: str, group: str | None = None) -> str:
     return f"{lab}_net" if group is None else f"{lab}_group_{group}"
 
 
+def services_network(lab: str) -> str:
+    """The network every group's agents share with the services when `services_network = "shared"`; on it an
+    agent's netguard lets through only the services' own addresses (netguard/policy.py)."""
+    return f"{lab}_services"
+
+
 # The warm pool (containers/pool.py). A pooled pod is made as agent `pool.<token>` (a dot: never an agent id), so
 # its containers are `<lab>_pool.<token>` and `<lab>_pool.<token>_netguard`. Docker's labels are fixed when a
 # container is made, so a claim gives the pod its agent's identity by the one thing that can change atomically:

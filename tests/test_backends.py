@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from claude_lab import Lab, LabError, ScriptedModel
+from claude_lab import naming as n
 from claude_lab.engine import Engine
 from claude_lab.engine.swarm import SwarmEngine
 from claude_lab.model.gateway import lab_proxy
@@ -72,8 +73,16 @@ def _nodes(lab: Lab) -> dict[str, str]:
 def test_agents_exec_groups_and_services(backend_lab: Lab):
     lab = backend_lab
     lab.up(progress=False)
+    swarm = lab.config.backend == "swarm"
+
+    def versions() -> dict[str, int]:  # a swarm service's spec version goes up with every update
+        return {r: lab.engine.api.inspect_service(n.container_name(lab.name, r))["Version"]["Index"]
+                for r in n.SERVICE_ROLES} if swarm else {}
+
+    before = versions()
     for agent, group in (("a1", "g1"), ("a2", "g2"), ("a3", "g1")):
         lab.create_agent(agent, group=group, progress=False)
+    assert versions() == before  # on a swarm, new groups join the shared services network: no service update
     assert {a.id: a.group for a in lab.agents()} == {"a1": "g1", "a2": "g2", "a3": "g1"}
     out = lab.exec("a1", "id -u; hostname; grep CapEff /proc/self/status").check().stdout.split()
     assert out[:2] == ["1000", "a1"] and out[-1] == "0000000000000000"
@@ -82,11 +91,14 @@ def test_agents_exec_groups_and_services(backend_lab: Lab):
         poll(lambda: lab.exec(agent, PROBE.format("127.0.0.1", 8000)).ok, timeout=30)
     assert lab.exec("a1", PROBE.format("a3", 8000)).stdout == "open\n"  # same group, on any node
     assert lab.exec("a1", PROBE.format("a2", 8000)).exit_code != 0  # other group: no name
-    a2_ip = next(iter(lab.agent("a2").info.ip_addresses.values()))
-    assert lab.exec("a1", PROBE.format(a2_ip, 8000)).exit_code != 0  # nor by address
+    for a2_ip in lab.agent("a2").info.ip_addresses.values():  # its group's network, and the services' (swarm)
+        assert lab.exec("a1", PROBE.format(a2_ip, 8000)).exit_code != 0  # nor by address
+    lab.exec("dev", "nohup python3 -m http.server 8000 >/dev/null 2>&1 &").check()
+    poll(lambda: lab.exec("dev", PROBE.format("127.0.0.1", 8000)).ok, timeout=30)
     for agent in ("a1", "a2"):
         assert lab.exec(agent, PROBE.format("postgres", 5432)).stdout == "open\n"
         assert lab.exec(agent, PROBE.format("redis", 6379)).stdout == "open\n"
+        assert lab.exec(agent, PROBE.format("dev", 8000)).stdout == "open\n"
     status = lab.status().set_index("agent")
     assert all(status.loc[a, "egress"].startswith("allowlist: checked") for a in ("a1", "a2", "a3")), status
     assert lab.exec("dev", "echo $DATABASE_URL").stdout.startswith("postgresql://")

@@ -74,3 +74,13 @@ def test_bad_values_are_clear(tmp_path, monkeypatch):
         LabConfig.load(tmp_path / "..", name="Bad Name")
     with pytest.raises(ConfigError, match="not a folder"):
         LabConfig.load(tmp_path / "missing")
+
+
+def test_services_network_is_shared_on_a_swarm_unless_set(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert not LabConfig.load(tmp_path).shared_services
+    assert LabConfig.load(tmp_path, backend="swarm").shared_services
+    assert LabConfig.load(tmp_path, services_network="shared").shared_services
+    assert not LabConfig.load(tmp_path, backend="swarm", services_network="per-group").shared_services
+    with pytest.raises(ConfigError, match="services_network='group': use one of 'auto', 'shared', 'per-group'"):
+        LabConfig.load(tmp_path, services_network="group")

@@ -13,7 +13,8 @@ if TYPE_CHECKING:
     from ..engine.face import EngineFace
 
 
-def ensure_network(engine: "EngineFace", undo: Undo, lab: str, name: str, group: str | None) -> bool:
+def ensure_network(engine: "EngineFace", undo: Undo, lab: str, name: str, group: str | None,
+                   internal: bool = False) -> bool:
     """Create a network unless it exists, noted for undo *before* the call (Ctrl-C safe); True if made now.
 
     Concurrent first creators end up sharing one network (the engine keeps one winner)."""
@@ -21,7 +22,7 @@ def ensure_network(engine: "EngineFace", undo: Undo, lab: str, name: str, group:
         return False
     what = f"network {name}"
     undo.push(what, lambda: engine.remove_network(name))
-    if not engine.create_network(name, n.labels(lab, "network", group=group)):
+    if not engine.create_network(name, n.labels(lab, "network", group=group), internal=internal):
         undo.drop(what)  # another creator won the race: the network is theirs
         return False
     return True
@@ -31,6 +32,12 @@ def ensure_volume(engine: "EngineFace", undo: Undo, lab: str, name: str, **label
     if not engine.volume_exists(name):
         undo.push(f"volume {name}", lambda: engine.remove_volume(name))
         engine.create_volume(name, n.labels(lab, "volume", **labels))
+
+
+def ensure_services_network(engine: "EngineFace", undo: Undo, lab: str) -> bool:
+    """The shared services network: internal (no way out through it, no gateway: a container's default route
+    and its DNS answers come from its other network first), True if made now."""
+    return ensure_network(engine, undo, lab, n.services_network(lab), None, internal=True)
 
 
 def attach_services(engine: "EngineFace", lab: str, network: str, timeout: float = 120.0) -> None:

@@ -15,7 +15,7 @@ from ..netguard.policy import group_settings
 from ..util.undo import Undo
 from . import hardening
 from .agent_spec import Limits, agent_spec
-from .lab_objects import attach_services, ensure_network, ensure_volume
+from .lab_objects import attach_services, ensure_network, ensure_services_network, ensure_volume
 
 if TYPE_CHECKING:
     from ..config import LabConfig
@@ -75,15 +75,20 @@ def create_pod(engine: "EngineFace", cfg: "LabConfig", lab: str, req: AgentReque
     name = n.container_name(lab, n.AGENT_ROLE, req.agent_id)
     try:
         net = n.network_name(lab, req.group)
-        if ensure_network(engine, undo, lab, net, req.group) and req.group is not None:
+        shared = req.group is not None and cfg.shared_services
+        made = ensure_network(engine, undo, lab, net, req.group)
+        if made and req.group is not None and not shared:
             attach_services(engine, lab, net, cfg.health_timeout)
+        services_net = _services_network(engine, undo, cfg, lab) if shared else None
         ensure_volume(engine, undo, lab, n.workspace_volume(lab, req.agent_id), role="workspace", agent=req.agent_id,
                       **(workspace_labels or {}))
         if req.socket:
             warnings.warn(f"agent {req.agent_id} gets the Docker socket: it can control the whole engine "
                           f"(and so the host). Only do this for trusted work.", stacklevel=3)
-        policy = guard.policy_for(engine, cfg, lab, req.group, net, model_url, req.egress, req.egress_allow)
-        sidecar = guard.sidecar_spec(lab, cfg.image("netguard"), req.agent_id, req.group, net, policy)
+        policy = guard.policy_for(engine, cfg, lab, req.group, net, model_url, req.egress, req.egress_allow,
+                                  services_network=services_net)
+        sidecar = guard.sidecar_spec(lab, cfg.image("netguard"), req.agent_id, req.group, net, policy,
+                                     services_network=services_net)
         if req.ports:  # the sidecar owns the network namespace, so it publishes the agent's ports
             sidecar = replace(sidecar, ports={f"{p}/tcp": (cfg.bind_address, 0) for p in req.ports})
         extra = {**(workspace_labels or {}), **({"ports": ",".join(map(str, req.ports))} if req.ports else {})}
@@ -110,6 +115,17 @@ def create_pod(engine: "EngineFace", cfg: "LabConfig", lab: str, req: AgentReque
     except BaseException:
         undo.rollback()
         raise
+
+
+def _services_network(engine: "EngineFace", undo: Undo, cfg: "LabConfig", lab: str) -> str:
+    """The shared services network, made (and the running services attached: once per lab, not per group)
+    if `up` has not made it yet. Once the services are on it, it is the lab's, not this call's to undo."""
+    net = n.services_network(lab)
+    if ensure_services_network(engine, undo, lab) and any(
+            engine.container(n.container_name(lab, role)) is not None for role in n.SERVICE_ROLES):
+        attach_services(engine, lab, net, cfg.health_timeout)
+        undo.drop(f"network {net}")
+    return net
 
 
 def _remove_if_ours(engine: "EngineFace", name: str, token: str) -> None:

@@ -142,6 +142,11 @@ def claim(engine: "EngineFace", lab: str, key: PoolKey, agent_id: str, lock_imag
             net = n.network_name(lab, key.group)
             engine.disconnect(net, sidecar)
             engine.connect(net, sidecar, aliases=[agent_id])
+            shared = n.services_network(lab)
+            on = engine.container(sidecar)
+            if on is not None and shared in on.ip_addresses:  # known there by the agent's container name
+                engine.disconnect(shared, sidecar)
+                engine.connect(shared, sidecar, aliases=[target])
             if rename_branch is not None and dict(key.seed):
                 rename_branch(target, born, agent_id)
             info = engine.container(target)

@@ -9,7 +9,7 @@ from ..errors import LabError, NotFound, PortInUse
 from ..util.ports import free_port, port_free, port_holder
 from ..util.undo import Undo
 from ..util.waiting import wait_until
-from .lab_objects import attach_services, ensure_network, ensure_volume
+from .lab_objects import attach_services, ensure_network, ensure_services_network, ensure_volume
 
 if TYPE_CHECKING:
     from ..config import LabConfig
@@ -36,6 +36,7 @@ def service_spec(cfg: "LabConfig", lab: str, role: str) -> ContainerSpec:
         labels=n.labels(lab, "container", role=role),
         network=n.network_name(lab),
         aliases=[role],
+        extra_networks={n.services_network(lab): [role]} if cfg.shared_services else {},
         hostname=role,
     )
     if role == n.POSTGRES:
@@ -118,8 +119,10 @@ def wait_healthy(engine: "EngineFace", lab: str, timeout: float, logs: Callable[
 def start_services(engine: "EngineFace", cfg: "LabConfig", lab: str, existing: dict[str, ContainerInfo],
                    undo: Undo) -> None:
     """Create what is missing (a service whose image was rebuilt is made again: its data lives in volumes),
-    start what is stopped, and attach the services to every group's network."""
+    start what is stopped, and attach the services to every group's network (and the shared services network)."""
     ensure_network(engine, undo, lab, n.network_name(lab), None)
+    if cfg.shared_services:
+        ensure_services_network(engine, undo, lab)
     for role in n.SERVICE_ROLES:
         name = n.container_name(lab, role)
         info = existing.get(name)
@@ -135,5 +138,5 @@ def start_services(engine: "EngineFace", cfg: "LabConfig", lab: str, existing: d
         elif not info.running:
             engine.start(name)
     for net in engine.networks({n.LAB: lab, n.KIND: "network"}):
-        if net.labels.get(n.GROUP):
+        if net.labels.get(n.GROUP) or net.name == n.services_network(lab):  # no-ops where attached already
             attach_services(engine, lab, net.name)

@@ -43,6 +43,9 @@ class EgressSettings(Protocol):
 MODES = ("open", "allowlist", "none")
 DEFAULT_EGRESS = "allowlist"
 DEFAULT_REFRESH = 300.0
+# Seconds between re-resolutions of the services' names on the shared services network: a restarted service
+# (or, on a swarm, a new task) may have a new address; one that is gone is dropped at the next one.
+SERVICES_REFRESH = 3
 
 # What Claude Code needs to work: its model, the npm registry and PyPI for installs, GitHub for
 # git (ssh and https) and release downloads. Editable with `egress_allow` in claude-lab.toml.
@@ -177,6 +180,8 @@ class EgressPolicy:
     allow: tuple[AllowEntry, ...] = ()  # egress_allow (used in open and allowlist modes)
     model: tuple[AllowEntry, ...] = ()  # the model endpoint: allowed in every mode
     own_subnets: tuple[str, ...] = ()  # the agent's lab networks: services and same-group agents
+    services: tuple[str, ...] = ()  # names of the services on the shared services network (resolved every few s)
+    services_subnets: tuple[str, ...] = ()  # that network: nothing on it but the services' addresses
     host_addresses: tuple[str, ...] = ()  # the host's own addresses: denied in every mode
     host_allow: tuple[tuple[str, int], ...] = ()  # (address, port) on the host: the model server/proxy
     dns_servers: tuple[str, ...] = ()  # where Docker's DNS forwards; empty: any address (port 53 only)
@@ -186,6 +191,7 @@ class EgressPolicy:
     # seconds the allowed check may take: a swarm node learns a new overlay's endpoints by gossip, which can take
     # half a minute for the first task of a group on a node
     check_wait: int = 20
+    services_refresh: int = SERVICES_REFRESH
 
     @property
     def apply_timeout(self) -> float:
@@ -228,12 +234,16 @@ class EgressPolicy:
                 f"create clab_private{fam} hash:net family {family} -exist",
                 f"create clab_allow{fam} hash:net family {family} timeout {timeout} -exist",
                 f"create clab_allowp{fam} hash:net,port family {family} timeout {timeout} -exist",
+                f"create clab_svcnet{fam} hash:net family {family} -exist",
+                f"create clab_svcok{fam} hash:ip family {family} -exist",
             ]
         deny = [*ALWAYS_DENY4, *ALWAYS_DENY6, *self.host_addresses]
         for net in _nets(deny):
             lines.append(f"add clab_deny{net.version} {net} -exist")
         for net in _nets(self.own_subnets):
             lines.append(f"add clab_own{net.version} {net} -exist")
+        for net in _nets(self.services_subnets):
+            lines.append(f"add clab_svcnet{net.version} {net} -exist")
         for net in _nets([*PRIVATE4, *PRIVATE6]):
             lines.append(f"add clab_private{net.version} {net} -exist")
         for addr, port in self.host_allow:
@@ -268,6 +278,10 @@ class EgressPolicy:
             f"-A CLAB_OUT -p tcp -m set --match-set clab_hostok{v} dst,dst -j ACCEPT",
             "-A CLAB_OUT -j CLAB_DNS",
             f"-A CLAB_OUT -m set --match-set clab_deny{v} dst -j CLAB_HOSTDENY",
+            # the shared services network: the services' addresses (kept current by the sidecar), nothing else
+            # (other groups' agents are on it too), in every mode
+            f"-A CLAB_OUT -m set --match-set clab_svcok{v} dst -j ACCEPT",
+            f"-A CLAB_OUT -m set --match-set clab_svcnet{v} dst -j CLAB_REJECT",
             f"-A CLAB_OUT -m set --match-set clab_own{v} dst -j ACCEPT",
             f"-A CLAB_OUT -m set --match-set clab_allow{v} dst -j ACCEPT",
             f"-A CLAB_OUT -p tcp -m set --match-set clab_allowp{v} dst,dst -j ACCEPT",
@@ -295,6 +309,7 @@ class EgressPolicy:
         """The policy as data (a label-sized JSON for people and for `docker inspect`)."""
         return {"mode": self.mode, "allow": [str(e) for e in self.allow], "model": [str(e) for e in self.model],
                 "own_subnets": list(self.own_subnets), "host_addresses": list(self.host_addresses),
+                "services_subnets": list(self.services_subnets),
                 "host_allow": [f"{a}:{p}" for a, p in self.host_allow], "refresh": self.refresh}
 
     def environment(self) -> dict[str, str]:
@@ -308,6 +323,9 @@ class EgressPolicy:
             "NETGUARD_TTL": str(self.ttl),
             "NETGUARD_POLICY": json.dumps(self.summary(), separators=(",", ":")),
         }
+        if self.services:
+            env["NETGUARD_SERVICES"] = "\n".join(self.services)
+            env["NETGUARD_SERVICES_REFRESH"] = str(self.services_refresh)
         if self.check_blocked:
             env["NETGUARD_CHECK_BLOCKED"] = f"{self.check_blocked[0]} {self.check_blocked[1]}"
         if self.check_allowed:

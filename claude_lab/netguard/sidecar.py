@@ -52,9 +52,10 @@ def host_addresses(engine: EngineFace) -> list[str]:
 
 def policy_for(engine: EngineFace, cfg: LabConfig, lab_name: str, group: str | None, network: str,
                model_url: str | None, egress: str | None = None,
-               egress_allow: Iterable[str] | None = None) -> EgressPolicy:
+               egress_allow: Iterable[str] | None = None, *, services_network: str | None = None) -> EgressPolicy:
     """The policy of a new agent: keywords > its group's table > the lab's settings. `model_url` is the
-    model endpoint every mode allows (None for a scripted model: allowed per run instead)."""
+    model endpoint every mode allows (None for a scripted model: allowed per run instead). On the shared
+    `services_network` (if the agent joins one) only the services' own addresses are let through."""
     per_group = group_settings(cfg, group)
     mode = check_mode(egress if egress is not None else per_group.get("egress", cfg.egress))
     raw_allow = list(egress_allow) if egress_allow is not None else list(per_group.get("egress_allow",
@@ -68,8 +69,16 @@ def policy_for(engine: EngineFace, cfg: LabConfig, lab_name: str, group: str | N
     postgres = engine.container(n.container_name(lab_name, n.POSTGRES))
     check_allowed = ("postgres", 5432) if postgres is not None and postgres.running else None
     gw4 = next((g for g in gateways if ":" not in g), None)
+    services: tuple[str, ...] = ()
+    services_subnets: tuple[str, ...] = ()
+    if services_network is not None:
+        services_subnets = tuple(engine.network_addresses(services_network)[0])
+        # a name answers with the service's address on the network (on a swarm: its virtual IP, which the
+        # node's IPVS turns into a task's address before the filter sees it: so the tasks' addresses too)
+        services = n.SERVICE_ROLES + (tuple(f"tasks.{r}" for r in n.SERVICE_ROLES) if engine.backend != "local" else ())
     return EgressPolicy(
         mode=mode, allow=allow, model=tuple(model), own_subnets=tuple(subnets), host_addresses=tuple(hosts),
+        services=services, services_subnets=services_subnets,
         host_allow=tuple(host_allow), dns_servers=tuple(engine.dns_servers()),
         refresh=int(cfg.egress_refresh),
         check_blocked=(gw4, 9) if gw4 else None, check_allowed=check_allowed,
@@ -82,10 +91,14 @@ def sidecar_name(lab_name: str, agent_id: str) -> str:
 
 
 def sidecar_spec(lab_name: str, image: str, agent_id: str, group: str | None, network: str,
-                 policy: EgressPolicy) -> ContainerSpec:
+                 policy: EgressPolicy, *, services_network: str | None = None) -> ContainerSpec:
     """The sidecar: NET_ADMIN (+ NET_RAW: iptables' set match talks to ipset over a raw socket), read-only
-    root, tiny limits, restarted by Docker with the agent."""
+    root, tiny limits, restarted by Docker with the agent. On the shared services network it is known by
+    the agent's container name only (the dev container reaches it so): never by the agent's id, which
+    stays a name on its group's network alone."""
+    extra = {services_network: [n.container_name(lab_name, n.AGENT_ROLE, agent_id)]} if services_network else {}
     return ContainerSpec(
+        extra_networks=extra,
         name=sidecar_name(lab_name, agent_id), image=image,
         labels=n.labels(lab_name, "container", role=NETGUARD_ROLE, agent=agent_id, group=group,
                         egress=policy.mode),

@@ -11,6 +11,9 @@
 #   NETGUARD_TTL     seconds a resolved address stays allowed after it was last seen (0: forever)
 #   NETGUARD_CHECK_BLOCKED "ip port" that must be refused; NETGUARD_CHECK_ALLOWED "host port" that
 #                    must answer (each optional)
+#   NETGUARD_SERVICES names of the services on the shared services network (one a line): their addresses,
+#                    and only theirs, are let through on it (set clab_svcok*), re-resolved every
+#                    NETGUARD_SERVICES_REFRESH seconds; a name that stops resolving is dropped at once
 # Only the filter table is touched: Docker's embedded DNS (127.0.0.11) lives in the nat table.
 # Order on every start: sets, rules (default deny from here on), names, checks, one JSON line on
 # stdout; then re-resolve every NETGUARD_REFRESH seconds, printing a line when anything changed.
@@ -19,6 +22,7 @@ STATE=/run/netguard
 MODE=${NETGUARD_MODE:-none}
 REFRESH=${NETGUARD_REFRESH:-0}
 TTL=${NETGUARD_TTL:-0}
+SERVICES_REFRESH=${NETGUARD_SERVICES_REFRESH:-0}
 mkdir -p "$STATE/names"
 
 now() { date -u +%Y-%m-%dT%H:%M:%SZ; }
@@ -67,6 +71,22 @@ fill_names() { # (re-)add every known address; re-adding an address resets its t
   done | ipset restore -exist
 }
 
+fill_services() { # the services' current addresses, swapped in whole (nothing stale stays allowed)
+  [ -n "${NETGUARD_SERVICES:-}" ] || return 0
+  printf '%s\n' "$NETGUARD_SERVICES" | {
+    while read -r name; do [ -n "$name" ] && timeout 2 getent ahosts "$name" 2>/dev/null & done
+    wait
+  } | awk '
+    BEGIN { for (f = 4; f <= 6; f += 2) { fam = (f == 4) ? "inet" : "inet6"
+              print "create clab_svcnew" f " hash:ip family " fam " -exist"; print "flush clab_svcnew" f } }
+    seen[$1]++ { next }
+    $1 ~ /^::ffff:/ { next }
+    $1 ~ /:/ { print "add clab_svcnew6 " $1; next }
+    { print "add clab_svcnew4 " $1 }
+    END { for (f = 4; f <= 6; f += 2) { print "swap clab_svcnew" f " clab_svcok" f; print "destroy clab_svcnew" f } }' \
+  | ipset restore -exist
+}
+
 unresolved() { names | while read -r name ports; do [ -e "$STATE/names/$name.failed" ] && printf '%s ' "$name"; done; }
 resolved_digest() { cat "$STATE"/names/*.4 "$STATE"/names/*.6 2>/dev/null | sort | md5sum | cut -c1-12; }
 
@@ -92,6 +112,7 @@ check_allowed() { # answers within NETGUARD_CHECK_WAIT s (a service may still be
     if nc -z -w 2 "$1" "$2" 2>/dev/null; then echo "answered: $1:$2"; return 0; fi
     [ "$(date +%s)" -lt "$end" ] || break
     sleep 1
+    fill_services  # a service that was (re)starting may have an address by now
   done
   echo "FAILED: $1:$2 did not answer within $wait_s s"; return 1
 }
@@ -121,6 +142,7 @@ run() {
   fi
   resolve_names
   fill_names
+  fill_services
   if [ "$MODE" = none ]; then  # names were resolved through Docker's DNS; from now on it stays inside
     iptables -w -D CLAB_OUT -j CLAB_DNS 2>/dev/null
     ip6tables -w -D CLAB_OUT -j CLAB_DNS 2>/dev/null
@@ -131,9 +153,16 @@ run() {
   report applied $ok ""
   last=$(resolved_digest)
   lastun=$(unresolved)
-  [ "$REFRESH" -gt 0 ] 2>/dev/null || { while :; do sleep 3600 & wait $!; done; }
+  tick=$REFRESH  # the services' addresses every few seconds, the allowlist's names every REFRESH
+  if [ -n "${NETGUARD_SERVICES:-}" ] && [ "$SERVICES_REFRESH" -gt 0 ] 2>/dev/null; then tick=$SERVICES_REFRESH; fi
+  [ "$tick" -gt 0 ] 2>/dev/null || { while :; do sleep 3600 & wait $!; done; }
+  since=0
   while :; do
-    sleep "$REFRESH" & wait $!
+    sleep "$tick" & wait $!
+    fill_services
+    since=$((since + tick))
+    { [ "$REFRESH" -gt 0 ] 2>/dev/null && [ "$since" -ge "$REFRESH" ]; } || continue
+    since=0
     resolve_names
     fill_names
     d=$(resolved_digest); u=$(unresolved)

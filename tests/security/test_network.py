@@ -3,7 +3,10 @@ allowlist (IPv4 and IPv6), DNS, and the firewall itself. Every target is this ma
 """
 from __future__ import annotations
 
+import pytest
+
 from claude_lab import Lab, ScriptedModel
+from claude_lab import naming as n
 from claude_lab.netguard import sidecar as ng
 from claude_lab.model.endpoint import lab_gateway
 from support import poll
@@ -117,6 +120,60 @@ def test_agents_of_other_groups_are_unreachable(lab: Lab, probes):
                          area="network", where="agent, egress=open")
     assert probes.record("agent of another group, by address", "refused", connect(lab, "g1-a", other_ip, 8000),
                          area="network", where="agent, egress=open")
+
+
+@pytest.mark.parametrize("services_network", ["shared", "per-group"])
+def test_groups_reach_the_services_but_not_each_other(lab_factory, probes, services_network):
+    """Shared: every group's agents are on one services network beside their group's; the netguard lets through
+    only the services' addresses on it. Per-group: the services join each group's network."""
+    lab = lab_factory(services_network=services_network)
+    lab.up(progress=False)
+    server = "nohup python3 -m http.server 8000 >/dev/null 2>&1 &"
+    lab.exec("dev", server).check()
+    for agent, group in (("g1-a", "g1"), ("g2-a", "g2"), ("g1-b", "g1")):
+        lab.create_agent(agent, group=group, egress="open", progress=False)
+    for agent in ("g2-a", "g1-b"):
+        lab.exec(agent, server).check()
+        poll(lambda: connect(lab, agent, "127.0.0.1", 8000) == "answered")
+    where = f"agent, egress=open, services_network={services_network}"
+    assert probes.record("agent of the same group, by name", "answered", connect(lab, "g1-a", "g1-b", 8000),
+                         area="network", where=where)
+    if services_network == "shared":  # Docker names a container by its hostname on every network it joins
+        assert probes.record("agent of another group, by name (it resolves on the services network)", "refused",
+                             connect(lab, "g1-a", "g2-a", 8000), area="network", where=where)
+    else:
+        assert probes.record("agent of another group, by name", "no such name",
+                             "no such name" if lab.exec("g1-a", "getent hosts g2-a").exit_code == 2 else "resolved",
+                             area="network", where=where)
+    other = sorted(lab.agent("g2-a").info.ip_addresses.values())  # on its group's network and the shared one
+    assert len(other) == (2 if services_network == "shared" else 1)
+    assert probes.record("agent of another group, each of its addresses", "refused",
+                         all_refused(lab, "g1-a", other, 8000), area="network", where=where)
+    for agent in ("g1-a", "g2-a"):  # the services by name, from each group (the first agent of g2 included)
+        seen = {f"{host}:{port}": connect(lab, agent, host, port)
+                for host, port in (("postgres", 5432), ("redis", 6379), ("dev", 8000))}
+        assert probes.record("the services by name from a group's agent", "answered",
+                             "answered" if set(seen.values()) == {"answered"} else str(seen),
+                             area="network", where=where)
+    services = {role: set(lab.engine.container(n.container_name(lab.name, role)).ip_addresses)
+                for role in n.SERVICE_ROLES}
+    if services_network == "shared":  # no group's network touched the services; dev reaches an agent by name
+        assert all(nets == {n.network_name(lab.name), n.services_network(lab.name)} for nets in services.values())
+        assert connect(lab, "dev", lab.container_name("g2-a"), 8000) == "answered"
+        # a service that is gone: its address (which the next container on the network may get) is dropped
+        redis = n.container_name(lab.name, n.REDIS)
+        old = lab.engine.container(redis).ip_addresses[n.services_network(lab.name)]
+
+        def allowed() -> str:
+            return lab.engine.exec_output(ng.sidecar_name(lab.name, "g2-a"), ["ipset", "list", "clab_svcok4"])[1].decode()
+
+        assert old in allowed()
+        lab.engine.remove(redis, force=True)
+        poll(lambda: old not in allowed(), timeout=15)
+        lab.up(progress=False)  # made again, maybe at another address: let through within seconds
+        poll(lambda: connect(lab, "g2-a", "redis", 6379) == "answered", timeout=30)
+    else:
+        assert all(n.network_name(lab.name, "g2") in nets for nets in services.values())
 
 
 def test_none_mode_keeps_dns_inside_the_lab(lab: Lab, probes):

@@ -52,3 +52,21 @@ def test_rules_deny_by_default_for_ipv4_and_ipv6_and_keep_the_host_out_in_open_m
         opened.index("-A CLAB_OUT -j ACCEPT")
     none = EgressPolicy(mode="none", allow=(parse_entry("pypi.org"),), model=(parse_entry("api.anthropic.com:443"),))
     assert none.names() == "api.anthropic.com 443" and none.environment()["NETGUARD_REFRESH"] == "0"
+
+
+def test_on_the_shared_services_network_only_the_services_pass_in_every_mode():
+    for mode in ("open", "allowlist", "none"):
+        policy = EgressPolicy(mode=mode, own_subnets=("172.30.0.0/16",), services=("postgres", "redis", "dev"),
+                              services_subnets=("172.31.0.0/16",))
+        out = [r for r in policy.rules(4).splitlines() if r.startswith("-A CLAB_OUT")]
+        ok = out.index("-A CLAB_OUT -m set --match-set clab_svcok4 dst -j ACCEPT")
+        rest = out.index("-A CLAB_OUT -m set --match-set clab_svcnet4 dst -j CLAB_REJECT")
+        # after the host deny, before the group's own network and anything an allowlist or "open" lets through
+        assert out.index("-A CLAB_OUT -m set --match-set clab_deny4 dst -j CLAB_HOSTDENY") < ok < rest < \
+            out.index("-A CLAB_OUT -m set --match-set clab_own4 dst -j ACCEPT")
+        env = policy.environment()
+        assert "add clab_svcnet4 172.31.0.0/16 -exist" in env["NETGUARD_SETS"]
+        assert "create clab_svcok6 hash:ip family inet6 -exist" in env["NETGUARD_SETS"]
+        assert env["NETGUARD_SERVICES"].split() == ["postgres", "redis", "dev"]
+        assert env["NETGUARD_SERVICES_REFRESH"] == "3"
+    assert "NETGUARD_SERVICES" not in EgressPolicy(mode="allowlist").environment()  # per-group: nothing to resolve

@@ -243,6 +243,7 @@ class SwarmTasks(SwarmNodes):
         new task (start, restart, node reboot) gets its anchor again.
         """
         svc_spec = replace(member, network=anchor.network, aliases=list(anchor.aliases),
+                           extra_networks={**member.extra_networks, **anchor.extra_networks},
                            hostname=anchor.hostname or member.hostname, init=True,
                            labels={**member.labels, SIDECAR_LABEL: json.dumps(asdict(anchor))})
         info = self.create_container(svc_spec)
@@ -265,7 +266,7 @@ class SwarmTasks(SwarmNodes):
         if engine is not self.manager and engine.image_id(image) is None and not engine.pull(image):
             raise LabError(f"node {engine.base_url} could not pull {image} for {anchor.name}; "
                            f"is the registry {self.registry} reachable from it?")
-        engine.create_container(replace(anchor, image=image, network=f"container:{cid}", aliases=[],
+        engine.create_container(replace(anchor, image=image, network=f"container:{cid}", aliases=[], extra_networks={},
                                         hostname=None, restart_policy="no"))
         self._where[anchor.name] = next(n for n, e in self._engines.items() if e is engine)
 
