@@ -12,8 +12,8 @@ local backend in the same run.
     over TCP), against the same call on a local-backend agent, interleaved; plus the raw docker-py
     `exec_create`+`exec_start` on that worker's engine (what the swarm backend adds on top of it).
 (c) destroy: `lab.destroy(volumes=True)` of a lab with 6 agents (and their sidecars), each backend.
-(d) a new group: `create_agent(group=NEW)` for its first agent (the services join the group's overlay) and
-    for a second one, on a swarm lab that is up.
+(d) a new group: `create_agent(group=NEW)` for its first agent (it joins the shared services network
+    beside its group's) and for a second one, on a swarm lab that is up.
 
 The sim is the one `claude-lab swarm-sim up` made (`--sim NAME`); if there is none the script starts
 one and removes it at the end. Labs are `bench-<uuid>`, destroyed at the end (also on Ctrl-C).
@@ -147,7 +147,7 @@ def main() -> None:
             print(f"    local  {t_destroy_local:7.1f} s")
             print(f"    ratio swarm/local = {t_destroy_swarm / t_destroy_local:.2f}  (goal <= 1.5: "
                   f"{'PASS' if t_destroy_swarm / t_destroy_local <= 1.5 else 'MISS'})")
-            print("(d) a new group's first agent (the services join its overlay) vs a later one, swarm, services up")
+            print("(d) a new group's first agent (services on the shared services network: no service update) vs a later one, swarm, services up")
             print(f"    first  {t_first:7.1f} s")
             print(f"    later  {t_later:7.1f} s")
             print(f"    ratio first/later = {t_first / t_later:.2f}  (goal <= 1.5: "

@@ -155,9 +155,7 @@ class Lab(RunsRoom, WorkspaceRoom, SecretsRoom, ExperimentsRoom, PoolRoom):
             "networks": [net.name for net in self.engine.networks(self._mine())],
             "volumes": [vol.name for vol in self.engine.volumes(self._mine())] if volumes
             else [v for v in pooled if self.engine.volume_exists(v)]}
-        self.engine.remove_many(removed["containers"], force=True)  # all at once: as long as the slowest
-        parallel(self.engine.remove_network, removed["networks"])
-        parallel(self.engine.remove_volume, removed["volumes"])
+        self.engine.teardown(removed["containers"], removed["networks"], removed["volumes"])  # as long as the slowest
         self._images_checked.clear()
         return removed
 

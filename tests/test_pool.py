@@ -15,6 +15,7 @@ import pytest
 from claude_lab import ConfigError, Lab, LabError
 from claude_lab import naming as n
 from claude_lab.containers import pool
+from claude_lab.netguard import sidecar as guard
 
 from support import git, git_project, poll
 
@@ -185,3 +186,20 @@ def test_the_background_top_up_refills_after_a_claim(lab_factory):
     finally:
         lab.stop_pool()
     assert lab.drain_pool() and lab.pool().empty
+
+
+def test_a_group_pools_agents_on_the_shared_services_network_too(lab_factory):
+    lab = lab_factory(agent_pool={"team": 1}, agent_source="none", services_network="shared")
+    lab.fill_pool()
+    warm = lab.create_agent("t1", group="team", progress=False)
+    assert warm.info.labels[n.POOL].startswith("pool.")
+    cold = lab.create_agent("t2", group="team", progress=False)
+    assert n.POOL not in cold.info.labels
+    # the claimed pod is known as the agent everywhere a cold one is: its id on the group's network, its
+    # container name on the services network
+    nets = lab.engine.api.inspect_container(guard.sidecar_name(lab.name, "t1"))["NetworkSettings"]["Networks"]
+    assert "t1" in nets[n.network_name(lab.name, "team")]["Aliases"]
+    assert lab.container_name("t1") in nets[n.services_network(lab.name)]["Aliases"]
+    assert set(nets) == set(lab.engine.api.inspect_container(guard.sidecar_name(lab.name, "t2"))["NetworkSettings"]
+                            ["Networks"])
+    assert lab.exec("t2", "getent hosts t1").exit_code == 0 and lab.egress("t1").ok

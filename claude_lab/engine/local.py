@@ -217,10 +217,13 @@ class Engine:
             if "already in progress" not in str(exc):
                 raise LabError(f"could not remove container {name}: {exc.explanation or exc}") from exc
 
-    def remove_many(self, names: Iterable[str], force: bool = False) -> None:
-        """Remove containers concurrently (the engine does each on its own; a lab's teardown waits for the
-        slowest, not the sum). The first error is raised once all were tried."""
-        parallel(self.remove, names, force)
+    def teardown(self, containers: Iterable[str], networks: Iterable[str] = (), volumes: Iterable[str] = ()) -> None:
+        """Force-remove containers concurrently (the engine does each on its own: a lab's teardown waits for the
+        slowest, not the sum), then the networks and volumes they used. Every item is tried; the first error
+        is raised after."""
+        parallel(self.remove, containers, True)
+        parallel(lambda job: job(), [*(lambda net=net: self.remove_network(net) for net in networks),
+                                     *(lambda vol=vol: self.remove_volume(vol) for vol in volumes)])
 
     def rename(self, name: str, new_name: str) -> None:
         """Rename atomically: the engine's names are unique, so of two callers renaming one container (or to

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import docker
 import docker.errors
@@ -142,13 +142,16 @@ class SwarmEngine(SwarmTasks):
             raise LabError(f"could not remove service {name}: {exc.explanation or exc}") from exc
         self._wait_containers_gone(svc["ID"])
 
-    def remove_many(self, names: Iterable[str], force: bool = False) -> None:
-        """Remove services and plain containers together: every service is removed first (one quick call
-        each, at once), then their tasks' containers are awaited together on all nodes."""
-        services, plain = [], []
-        for name in names:
-            svc = self._service(name)
-            (services if svc is not None else plain).append((name, svc))
+    def teardown(self, containers: Iterable[str], networks: Iterable[str] = (), volumes: Iterable[str] = ()) -> None:
+        """Remove services, plain containers, overlays and volumes: the services first (one quick call each, at
+        once), then their tasks' containers are awaited (and force-removed) on all nodes while the plain
+        containers (the sidecars) are removed; then the overlays and volumes together. (The manager would take
+        an overlay's removal right after its services', but then frees it only when the nodes report their
+        tasks gone, seconds later: 3.4 s against 0.4 s for six agents.)"""
+        work = list(containers)
+        found = parallel(self._service, work)
+        services = [(name, svc) for name, svc in zip(work, found) if svc is not None]
+        plain = [name for name, svc in zip(work, found) if svc is None]
 
         def drop(item: tuple[str, dict[str, Any]]) -> str | None:
             name, svc = item
@@ -161,8 +164,11 @@ class SwarmEngine(SwarmTasks):
             return str(svc["ID"])
 
         ids = [i for i in parallel(drop, services) if i]
-        parallel(lambda item: self._remove_plain(item[0], force), plain)
-        self._wait_containers_gone(*ids)
+        jobs: list[Callable[[], None]] = [lambda: self._wait_containers_gone(*ids)]
+        jobs += [lambda name=name: self._remove_plain(name, True) for name in plain]
+        parallel(lambda job: job(), jobs)
+        parallel(lambda job: job(), [*(lambda net=net: self.remove_network(net) for net in networks),
+                                     *(lambda vol=vol: self.remove_volume(vol) for vol in volumes)])
 
     def rename(self, name: str, new_name: str) -> None:
         if self._service(name) is not None:
@@ -347,7 +353,7 @@ class SwarmEngine(SwarmTasks):
             return not listed()
 
         try:
-            wait_until(gone, timeout, f"network {name} is still there {timeout:.0f}s after its removal", interval=0.2)
+            wait_until(gone, timeout, f"network {name} is still there {timeout:.0f}s after its removal", interval=0.05)
         except LabTimeout:
             raise last[0] if last else LabError(f"network {name} could not be removed; see `docker network "
                                                 f"inspect {name}`") from None
