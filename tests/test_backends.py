@@ -220,3 +220,36 @@ def test_a_node_going_down_shows_its_agents_lost_and_new_agents_go_elsewhere(swa
     for agent in on_worker:  # back on its node with its workspace, and its new task guarded again
         assert lab.exec(agent, "test -d /workspace && echo back").stdout == "back\n"
         poll(lambda: lab.egress(agent).ok, timeout=60)
+
+
+def test_two_sims_on_one_manager_keep_their_labs_tasks_apart(tmp_path: Path, images: None, engine: Engine,
+                                                             swarm_sim, swarm_engine: SwarmEngine):
+    """A second sim on the same manager (its own worker and registry): each lab's tasks stay on its own sim's
+    nodes (the manager serves both), and the other sim's labs keep working while it is up."""
+    from claude_lab.swarmsim import sim_down, sim_up
+
+    other_name = f"{TEST_PREFIX}sim2-{uuid.uuid4().hex[:6]}"
+    try:
+        other = sim_up(1, name=other_name, registry_port=free_port(), engine=engine)
+        other_engine = SwarmEngine(registry=other.registry, model_host=other.model_host,
+                                   constraints=other.constraints)
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        mine = _swarm_lab(tmp_path / "a", swarm_engine, swarm_sim)
+        theirs = _swarm_lab(tmp_path / "b", other_engine, other)
+        try:
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(lambda job: job[0].create_agent(job[1], progress=False),
+                              [(mine, "m0"), (mine, "m1"), (mine, "m2"), (theirs, "t0"), (theirs, "t1"), (theirs, "t2")]))
+            manager = engine.api.info()["Name"]
+            assert set(_nodes(mine).values()) <= {manager, *(w.hostname for w in swarm_sim.workers)}, _nodes(mine)
+            assert set(_nodes(theirs).values()) <= {manager, other.workers[0].hostname}, _nodes(theirs)
+            placed = {*_nodes(mine).values(), *_nodes(theirs).values()}
+            assert placed - {manager}, placed  # six tasks spread: some on workers, where the sims differ
+            for lab, agent in ((mine, "m0"), (mine, "m2"), (theirs, "t1")):
+                assert lab.exec(agent, "echo ok").stdout == "ok\n"
+        finally:
+            mine.destroy(volumes=True)
+            theirs.destroy(volumes=True)
+    finally:
+        sim_down(other_name, force=True, engine=engine)
