@@ -3,8 +3,9 @@
 A run used to be four round trips to the container (the "before" step, the command, the "after" step,
 the start snapshot), each an exec with its own Python start-up. The envelope is one: a small Python
 program in the container runs the "before" step (see `workspace`), reports it on stderr, runs the
-command as its child (stdout and stderr pass straight through), runs the "after" step and reports it,
-then exits with the command's exit code. Its reports are single lines on stderr that begin with an
+command as its child (stdout and stderr pass straight through) while it takes the start snapshot the
+run store needs (a bundle of the start commit: a spare core's work while the command starts up), runs
+the "after" step and reports it with the snapshot, then exits with the command's exit code. Its reports are single lines on stderr that begin with an
 ASCII record separator and a tag made for the run (`\\x1eclaude-lab:<random>:before {json}`);
 `MarkerScan` takes them out of the stream, so neither a Claude run's stderr nor a shell run's output
 ever shows them.
@@ -47,15 +48,24 @@ report("before", out)
 if not out.get("start_commit") or out.get("git_error"):
     sys.exit(0)
 a["start_commit"] = out["start_commit"]
+snap = {}
 try:
-    code = subprocess.call(sys.argv[2:])
+    child = subprocess.Popen(sys.argv[2:])
 except OSError as e:
     sys.stderr.write(f"claude-lab: cannot run {sys.argv[2]}: {e.strerror or e}\n")
-    code = 127
+    child, code = None, 127
+if child is not None:
+    if a.get("snapshot") is not None:  # the start snapshot while the command starts up: off the run's path
+        early = Steps(a)
+        early.locked(lambda: early._snapshot(a["start_commit"]))
+        snap = {k: v for k, v in early.out.items() if k == "snapshot"}  # none: the recorder makes it alone
+        a["snapshotted"] = True
+    code = child.wait()
 if code < 0:  # killed by a signal: what a shell reports
     code = 128 - code
 t0 = time.monotonic()
 out = Steps(a).after()
+out.update(snap)
 out["took"] = round(time.monotonic() - t0, 4)
 report("after", out)
 sys.exit(code)

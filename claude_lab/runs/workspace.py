@@ -149,8 +149,8 @@ class Steps:
         out["end_commit"] = self.commit("claude-lab: after run " + self.a["run_id"])
         if problems:
             out["git_error"] = "; ".join(problems)
-        if start and self.a.get("snapshot") is not None and not problems:
-            self._snapshot(start)
+        if start and self.a.get("snapshot") is not None and not problems and not self.a.get("snapshotted"):
+            self._snapshot(start)  # unless the run's envelope took it while the command started
 
     def _snapshot(self, start):
         branch = self.git("symbolic-ref", "-q", "--short", "HEAD", check=False).stdout.strip() or None
