@@ -137,3 +137,17 @@ def test_redaction_in_text_bytes_and_headers():
                               ("X-Echo", "has sk-1 inside"), ("Accept", "json")], ["sk-1"])
     assert headers == {"x-api-key": REDACTED, "authorization": REDACTED, "cookie": REDACTED,
                        "x-echo": f"has {REDACTED} inside", "accept": "json"}
+
+
+def test_together_runs_every_call_then_raises_the_first_error():
+    from claude_lab.util.parallel import together
+
+    ran: list[str] = []
+
+    def fail(what: str) -> None:
+        ran.append(what)
+        raise LabError(f"{what} failed")
+
+    with pytest.raises(LabError, match="a failed"):
+        together(lambda: fail("a"), lambda: ran.append("b"), lambda: fail("c"))
+    assert sorted(ran) == ["a", "b", "c"]

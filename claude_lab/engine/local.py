@@ -17,7 +17,7 @@ from docker.types import Healthcheck
 
 from ..errors import EngineUnavailable, LabError
 from ..naming import identity
-from ..util.parallel import parallel
+from ..util.parallel import parallel, together
 from .errors import DOCKER_ERRORS, ENGINE_HINT, call, translate
 from .parse import (container_info, host_nameservers, ipam, label_filters, netns_owner, network_info, stats_reading,
                     version_info, volume_info)
@@ -222,8 +222,8 @@ class Engine:
         slowest, not the sum), then the networks and volumes they used. Every item is tried; the first error
         is raised after."""
         parallel(self.remove, containers, True)
-        parallel(lambda job: job(), [*(lambda net=net: self.remove_network(net) for net in networks),
-                                     *(lambda vol=vol: self.remove_volume(vol) for vol in volumes)])
+        together(*(lambda net=net: self.remove_network(net) for net in networks),
+                 *(lambda vol=vol: self.remove_volume(vol) for vol in volumes))
 
     def rename(self, name: str, new_name: str) -> None:
         """Rename atomically: the engine's names are unique, so of two callers renaming one container (or to

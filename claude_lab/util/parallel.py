@@ -22,3 +22,8 @@ def parallel(fn: Callable[..., T], items: Iterable[Any], *args: Any, threads: in
     if errors:
         raise errors[0]  # type: ignore[misc]
     return [f.result() for f in futures]
+
+
+def together(*jobs: Callable[[], Any]) -> None:
+    """Call different things at once (`parallel` over calls); every one runs, then the first error is raised."""
+    parallel(lambda job: job(), jobs)

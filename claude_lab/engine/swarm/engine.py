@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import docker
 import docker.errors
@@ -15,7 +15,7 @@ from ...naming import MODEL_HOST_LABEL, NODE
 from ..errors import conflict
 from ..local import Engine
 from ..parse import ipam, label_filters, network_info
-from ...util.parallel import parallel
+from ...util.parallel import parallel, together
 from ...util.waiting import wait_until
 from ..types import CgroupLayout, ContainerBrief, ContainerInfo, ContainerSpec, NetworkInfo, StatsReading, VolumeInfo
 from .services import service_template
@@ -164,11 +164,10 @@ class SwarmEngine(SwarmTasks):
             return str(svc["ID"])
 
         ids = [i for i in parallel(drop, services) if i]
-        jobs: list[Callable[[], None]] = [lambda: self._wait_containers_gone(*ids)]
-        jobs += [lambda name=name: self._remove_plain(name, True) for name in plain]
-        parallel(lambda job: job(), jobs)
-        parallel(lambda job: job(), [*(lambda net=net: self.remove_network(net) for net in networks),
-                                     *(lambda vol=vol: self.remove_volume(vol) for vol in volumes)])
+        together(lambda: self._wait_containers_gone(*ids), *(lambda name=name: self._remove_plain(name, True)
+                                                            for name in plain))
+        together(*(lambda net=net: self.remove_network(net) for net in networks),
+                 *(lambda vol=vol: self.remove_volume(vol) for vol in volumes))
 
     def rename(self, name: str, new_name: str) -> None:
         if self._service(name) is not None:
