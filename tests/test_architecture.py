@@ -140,9 +140,10 @@ def test_import_claude_lab_is_light():
 
 
 def test_the_cli_starts_without_pandas_or_the_engine_client():
-    """`claude-lab --help` draws help with typer and rich alone; pandas loads to build a table, docker to talk."""
+    """`claude-lab --help` draws help with typer (and rich, which typer loads for it); pandas loads to build a
+    table, docker to talk to the engine, rich to print through it."""
     loaded = _fresh_modules("import claude_lab.cli")
-    assert not {"pandas", "docker", "requests", "IPython", "ipywidgets"} & loaded
+    assert not {"pandas", "docker", "requests", "rich", "IPython", "ipywidgets"} & loaded
     loaded = _fresh_modules("import claude_lab.lab")  # what `claude-lab exec` needs: the engine, not pandas
     assert "pandas" not in loaded and "docker" in loaded
 

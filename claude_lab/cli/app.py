@@ -6,9 +6,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from .._version import __version__
 from ..errors import (
@@ -30,6 +27,9 @@ from ..util.hints import in_idiom
 from ..util.lazy import lazy
 
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
     from ..images import BuildEvent
     from ..lab import Lab
 
@@ -41,8 +41,37 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-out = Console()
-err = Console(stderr=True)
+
+
+class _Console:
+    """A rich `Console`, made when something is first printed through it: a command that prints only its
+    command's output (`claude-lab exec`) never loads rich."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._made: "Console | None" = None
+
+    @property
+    def console(self) -> "Console":
+        if self._made is None:
+            from rich.console import Console
+
+            self._made = Console(**self._options)
+        return self._made
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.console, name)
+
+
+def escape(text: str) -> str:
+    """rich's markup escape (rich loaded on first use)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+out = _Console()
+err = _Console(stderr=True)
 
 # Exit codes a script can rely on.
 EXIT_CODES: list[tuple[type[LabError], int]] = [
@@ -114,6 +143,8 @@ def _fit(df: pd.DataFrame, width: int, importance: list[str] | None) -> tuple[pd
 
 def _table(df: pd.DataFrame, title: str, importance: list[str] | None = None) -> tuple[Table, list[str]]:
     """The rich table of `df` fitted to the terminal, and the columns it leaves out."""
+    from rich.table import Table
+
     shown, hidden = _fit(df, out.width, importance)
     table = Table(title=title, title_justify="left")
     for col in shown.columns:  # what must stay readable gets its width first; a cell too long folds, never "…"

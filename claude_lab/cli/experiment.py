@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.markup import escape
 
 from ..errors import ConfigError, NotFound
-from .app import _emit, _fail, _lab, _run, app, err, out, state
+from .app import _emit, _fail, _lab, _run, app, err, escape, out, state
 
 experiment_app = typer.Typer(help="Experiments: tasks x variants x trials, scored (README, Experiments).",
                              no_args_is_help=True)

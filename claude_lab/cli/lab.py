@@ -6,17 +6,18 @@ import json
 import os
 import sys
 from dataclasses import asdict
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from ..errors import LabError, LabTimeout
-from .app import _emit, _fail, _lab, _progress, _run, _verbose_progress, app, err, out, state
+from .app import _emit, _fail, _lab, _progress, _run, _verbose_progress, app, err, escape, out, state
 from ..util.lazy import lazy
 
 pd = lazy("pandas")  # loaded when a DataFrame is made (the CLI starts without it)
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 STATUS_IMPORTANCE = ["name", "role", "state", "health", "agent", "group", "egress", "ports", "node", "created",
                      "secrets", "image"]
@@ -121,7 +122,7 @@ def stats(
     shown = 0
     try:
         if out.is_terminal and not state.json:
-            with Live(console=out, auto_refresh=False) as live:
+            with Live(console=out.console, auto_refresh=False) as live:
                 while not count or shown < count:
                     live.update(_stats_table(lab), refresh=True)
                     shown += 1
@@ -141,7 +142,7 @@ def stats(
         pass
 
 
-def _stats_table(lab) -> Table:
+def _stats_table(lab) -> "Table":
     from .app import _table
 
     return _table(_stats_frame(lab), f"lab {lab.name}: stats", STATS_IMPORTANCE)[0]
@@ -330,6 +331,8 @@ def doctor() -> None:
     if state.json:
         print(json.dumps([asdict(c) for c in checks]))
     else:
+        from rich.table import Table
+
         table = Table(title="claude-lab doctor", title_justify="left")
         for col in ("check", "ok", "detail", "fix"):
             table.add_column(col)

@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
-from rich.markup import escape
 
 from ..errors import AuthenticationError, LabError, ModelUnreachable, ReplayDivergence
-from .app import _emit, _fail, _lab, _run, app, err, out, state
+from .app import _emit, _fail, _lab, _run, app, err, escape, out, state
 from ..util.lazy import lazy
 
 pd = lazy("pandas")  # loaded when a DataFrame is made (the CLI starts without it)

@@ -5,10 +5,9 @@ import json
 from dataclasses import asdict
 
 import typer
-from rich.markup import escape
 
 from ..errors import NotFound
-from .app import _emit, _fail, _run, app, err, out, state
+from .app import _emit, _fail, _run, app, err, escape, out, state
 from ..util.lazy import lazy
 
 pd = lazy("pandas")  # loaded when a DataFrame is made (the CLI starts without it)
