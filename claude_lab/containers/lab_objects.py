@@ -40,9 +40,10 @@ def ensure_services_network(engine: "EngineFace", undo: Undo, lab: str) -> bool:
     return ensure_network(engine, undo, lab, n.services_network(lab), None, internal=True)
 
 
-def attach_services(engine: "EngineFace", lab: str, network: str, timeout: float = 120.0) -> None:
+def attach_services(engine: "EngineFace", lab: str, network: str, timeout: float = 120.0) -> bool:
     """Services are reachable by name from every group's network. On a swarm attaching replaces a service's
-    task: wait until each one that was healthy is healthy again (an agent's firewall checks PostgreSQL)."""
+    task: wait until each one that was healthy is healthy again (an agent's firewall checks PostgreSQL).
+    False if the lab has no services (yet)."""
     found = [(role, engine.container(n.container_name(lab, role))) for role in n.SERVICE_ROLES]
     found = [(role, info) for role, info in found if info is not None]
     # all at once: on a swarm each is a service update waiting for its new task
@@ -61,3 +62,4 @@ def attach_services(engine: "EngineFace", lab: str, network: str, timeout: float
     if attached:
         wait_until(healthy, timeout, f"the lab's services were not healthy again {timeout:.0f}s after joining "
                                      f"network {network}; see `claude-lab status`", interval=0.2)
+    return bool(found)

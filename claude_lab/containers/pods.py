@@ -121,9 +121,7 @@ def _services_network(engine: "EngineFace", undo: Undo, cfg: "LabConfig", lab: s
     """The shared services network, made (and the running services attached: once per lab, not per group)
     if `up` has not made it yet. Once the services are on it, it is the lab's, not this call's to undo."""
     net = n.services_network(lab)
-    if ensure_services_network(engine, undo, lab) and any(
-            engine.container(n.container_name(lab, role)) is not None for role in n.SERVICE_ROLES):
-        attach_services(engine, lab, net, cfg.health_timeout)
+    if ensure_services_network(engine, undo, lab) and attach_services(engine, lab, net, cfg.health_timeout):
         undo.drop(f"network {net}")
     return net
 

@@ -5,7 +5,8 @@ the start snapshot), each an exec with its own Python start-up. The envelope is 
 program in the container runs the "before" step (see `workspace`), reports it on stderr, runs the
 command as its child (stdout and stderr pass straight through) while it takes the start snapshot the
 run store needs (a bundle of the start commit: a spare core's work while the command starts up), runs
-the "after" step and reports it with the snapshot, then exits with the command's exit code. Its reports are single lines on stderr that begin with an
+the "after" step and reports it with the snapshot, then exits with the command's exit code. Its reports
+are single lines on stderr that begin with an
 ASCII record separator and a tag made for the run (`\\x1eclaude-lab:<random>:before {json}`);
 `MarkerScan` takes them out of the stream, so neither a Claude run's stderr nor a shell run's output
 ever shows them.
@@ -56,10 +57,8 @@ except OSError as e:
     child, code = None, 127
 if child is not None:
     if a.get("snapshot") is not None:  # the start snapshot while the command starts up: off the run's path
-        early = Steps(a)
-        early.locked(lambda: early._snapshot(a["start_commit"]))
-        snap = {k: v for k, v in early.out.items() if k == "snapshot"}  # none: the recorder makes it alone
-        a["snapshotted"] = True
+        snap = Steps(a).snapshot()  # {} if it could not be made: the recorder makes it alone
+        a["snapshot"] = None  # taken: the "after" step makes none
     code = child.wait()
 if code < 0:  # killed by a signal: what a shell reports
     code = 128 - code

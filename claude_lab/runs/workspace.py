@@ -149,8 +149,8 @@ class Steps:
         out["end_commit"] = self.commit("claude-lab: after run " + self.a["run_id"])
         if problems:
             out["git_error"] = "; ".join(problems)
-        if start and self.a.get("snapshot") is not None and not problems and not self.a.get("snapshotted"):
-            self._snapshot(start)  # unless the run's envelope took it while the command started
+        if start and self.a.get("snapshot") is not None and not problems:
+            self._snapshot(start)
 
     def _snapshot(self, start):
         branch = self.git("symbolic-ref", "-q", "--short", "HEAD", check=False).stdout.strip() or None
@@ -163,6 +163,11 @@ class Steps:
 
     def after(self):
         return self.locked(self._after)
+
+    def snapshot(self):
+        """The start snapshot alone ({"snapshot": ...}, or {} if it could not be made), under the lock."""
+        self.locked(lambda: self._snapshot(self.a["start_commit"]))
+        return {k: v for k, v in self.out.items() if k == "snapshot"}
 '''
 
 _ALONE = STEPS + r'''
